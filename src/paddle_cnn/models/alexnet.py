@@ -1,0 +1,130 @@
+"""AlexNet scaled to 32x32 inputs, plus the width/dropout/input-size checks the classic zoo shares.
+
+The helpers live here, not in _layers.py, only because this change may not edit _layers.py;
+vgg, nin and googlenet import them from this module.
+"""
+
+from __future__ import annotations
+
+import paddle
+import paddle.nn as nn
+
+from ..errors import ConfigError
+from ..registry import register_model
+from ._layers import make_activation
+
+
+def scale_channels(channels: int, width: float) -> int:
+    """Scale a reference channel (or hidden-unit) count by the model's width multiplier.
+
+    Args:
+        channels: count at width=1.0, the reference size.
+        width: multiplier, > 0.
+    Returns:
+        round(channels * width), at least 1. Raises ConfigError when width is not positive.
+    """
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or not width > 0:
+        raise ConfigError(
+            f"model.width: must be a positive number (1.0 is the reference size, 0.5 halves "
+            f"every channel count), got {width!r}."
+        )
+    return max(1, int(round(channels * width)))
+
+
+def check_dropout(dropout: float) -> float:
+    """Validate a dropout rate.
+
+    Args:
+        dropout: probability of zeroing a unit.
+    Returns:
+        dropout unchanged. Raises ConfigError unless 0 <= dropout < 1.
+    """
+    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
+        raise ConfigError(
+            f"model.dropout: must be a number in [0, 1) (0 disables dropout), got {dropout!r}."
+        )
+    return float(dropout)
+
+
+def check_feature_size(features: paddle.Tensor, expected: int, model: str, sizes: str,
+                       image: list[int]) -> None:
+    """Fail clearly when an input size does not give the feature map a dense head was built for.
+
+    Args:
+        features: output of the convolutional part, [N, C, H, W].
+        expected: side of the square feature map the head expects.
+        model: registered model name, for the message.
+        sizes: human description of the input sizes that work, e.g. "25x25 to 32x32".
+        image: [H, W] of the input image.
+    Returns:
+        None. Raises ConfigError naming the accepted input sizes.
+    """
+    got = list(features.shape[2:])
+    # -1 appears for unknown dims under static graphs; only concrete mismatches are errors.
+    if all(d > 0 for d in got) and got != [expected, expected]:
+        raise ConfigError(
+            f"model {model!r}: its dense head needs a {expected}x{expected} feature map, which "
+            f"inputs of {sizes} give, but a {image[0]}x{image[1]} input gives {got[0]}x{got[1]}. "
+            f"Resize the images to 32x32 in the data config, or use 'nin' or 'googlenet', "
+            f"which pool globally and take other sizes."
+        )
+
+
+class AlexNet(nn.Layer):
+    """AlexNet (nndl 5.4 / d2l 7.1) for 32x32: 5 convs, 3 overlapping max-pools, dropout dense head.
+
+    The 11x11/4 first conv of the 224x224 original would leave nothing of a 32x32 image, so the
+    first conv is 3x3/1; the other kernels and all conv widths (96, 256, 384, 384, 256) are classic.
+    The padded 3x3/2 pools map 32 -> 16 -> 8 -> 4 (and 28 -> 14 -> 7 -> 4), so any input from
+    25x25 to 32x32 works; others raise ConfigError. The dense head has 1024 hidden units instead
+    of 4096: its input is 4096 features rather than 9216, and 4096 would add ~29M parameters.
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
+                 activation: str = "relu", dropout: float = 0.5):
+        super().__init__()
+        c1, c2, c3, c4, c5, hidden = (scale_channels(c, width) for c in (96, 256, 384, 384, 256, 1024))
+        act = lambda: make_activation(activation)  # noqa: E731 - a fresh layer per use
+        pool = lambda: nn.MaxPool2D(3, 2, padding=1)  # noqa: E731
+        self.features = nn.Sequential(
+            nn.Conv2D(in_channels, c1, 3, padding=1), act(), pool(),
+            nn.Conv2D(c1, c2, 5, padding=2), act(), pool(),
+            nn.Conv2D(c2, c3, 3, padding=1), act(),
+            nn.Conv2D(c3, c4, 3, padding=1), act(),
+            nn.Conv2D(c4, c5, 3, padding=1), act(), pool(),
+        )
+        rate = check_dropout(dropout)
+        self.head = nn.Sequential(
+            nn.Linear(c5 * 4 * 4, hidden), act(), nn.Dropout(rate),
+            nn.Linear(hidden, hidden), act(), nn.Dropout(rate),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        """Classify a batch.
+
+        Args:
+            x: images [N, in_channels, H, W], H and W in 25..32.
+        Returns:
+            Logits [N, num_classes].
+        """
+        f = self.features(x)
+        check_feature_size(f, 4, "alexnet", "25x25 to 32x32", list(x.shape[2:]))
+        return self.head(paddle.flatten(f, 1))
+
+
+@register_model
+def alexnet(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
+            activation: str = "relu", dropout: float = 0.5) -> AlexNet:
+    """AlexNet for 32x32 inputs (also 28x28); width=1.0 is the reference size (~0.36 GMACs).
+
+    Args:
+        num_classes: output logits.
+        in_channels: 1 for MNIST, 3 for CIFAR-10.
+        width: multiplies every conv channel and hidden-unit count (rounded, at least 1).
+        activation: name accepted by models._layers.make_activation.
+        dropout: rate of the two dropout layers in the dense head.
+    Returns:
+        The AlexNet layer.
+    """
+    return AlexNet(num_classes, in_channels, width, activation, dropout)
