@@ -19,3 +19,7 @@ class CheckpointError(UserError):
 
 class RunDirError(UserError):
     """A run directory that cannot be used as asked (already finished, not resumable, ...)."""
+
+
+class TrainingFailed(UserError):
+    """Training stopped on a numerical failure (NaN/inf loss); the message says where."""

@@ -1,0 +1,181 @@
+"""Command line: `paddle-cnn train|evaluate|report|compare|bench|board|predict`.
+
+Every command reads its config before paddle is imported, runs runtime.setup() (threads, MKL
+switch), and only then imports the modules that import paddle. Errors the user can fix print as
+one paragraph with exit code 2; --debug shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+from . import runtime
+from .errors import RunDirError, UserError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. -o optimizer.lr=0.05 (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand.
+
+    Returns:
+        The parser.
+    """
+    parser = argparse.ArgumentParser(prog="paddle-cnn", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a YAML config")
+    p.add_argument("config", nargs="?", help="YAML config file")
+    _config_args(p)
+    p.add_argument("--output-dir", help="run directory (default: <output.dir>/<output.name or config name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace a run directory that already holds a run")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last complete epoch")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("--split", choices=["test", "dev"], default="test")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("report", help="print paddle.summary and paddle.flops for a config's model")
+    p.add_argument("config")
+    _config_args(p)
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `paddle-cnn` command.
+
+    Args:
+        argv: arguments (default sys.argv[1:]).
+    Returns:
+        Process exit code.
+    """
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def _load(config: str, overrides: list[str]):
+    from .config import load_config
+
+    cfg = load_config(config, overrides)
+    runtime.setup(cfg.runtime.threads)
+    return cfg
+
+
+def default_run_dir(cfg, config_path: str) -> Path:
+    """Where a run goes when --output-dir is not given.
+
+    Args:
+        cfg: the config.
+        config_path: the config file (its stem names the run unless output.name is set).
+    Returns:
+        The run directory path.
+    """
+    return Path(cfg.output.dir) / (cfg.output.name or Path(config_path).stem)
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Make sure a new run may be written to run_dir; never destroys a run unless asked to.
+
+    Args:
+        run_dir: the intended run directory.
+        overwrite: the user passed --overwrite.
+    """
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunDirError(f"{run_dir} exists and is not a directory; choose another --output-dir.")
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        if overwrite:
+            shutil.rmtree(run_dir)
+        elif (run_dir / "results.json").is_file():
+            raise RunDirError(f"{run_dir} already holds a finished run. Pass --overwrite to replace it, "
+                              f"or choose another --output-dir (or -o output.name=...).")
+        else:
+            raise RunDirError(f"{run_dir} already holds an unfinished run. Continue it with "
+                              f"`paddle-cnn train --resume {run_dir}`, or pass --overwrite to start again.")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _resume_config(run_dir: Path, overrides: list[str]):
+    """The saved config of a run plus overrides; overrides that change the model or data are refused."""
+    from .config import load_config, to_dict
+
+    if not (run_dir / "checkpoints" / "last.pdckpt").is_file():
+        raise RunDirError(f"{run_dir} has no checkpoint to resume from (checkpoints/last.pdckpt); "
+                          f"it never completed an epoch. Start it again with --overwrite.")
+    saved = load_config(run_dir / "config.yaml")
+    cfg = load_config(run_dir / "config.yaml", overrides)
+    for section in ("data", "model"):
+        if to_dict(getattr(cfg, section)) != to_dict(getattr(saved, section)):
+            raise RunDirError(f"--resume: overrides may not change {section}.* of a run ({run_dir}); "
+                              f"start a new run instead.")
+    return cfg
+
+
+def cmd_train(args) -> int:
+    """`paddle-cnn train`: train (or resume), print where the run lives."""
+    if bool(args.config) == bool(args.resume):
+        raise UserError("train needs exactly one of CONFIG or --resume RUN_DIR.")
+    if args.resume:
+        run_dir = Path(args.resume)
+        cfg = _resume_config(run_dir, args.override)
+        runtime.setup(cfg.runtime.threads)
+        from .config import dump_yaml
+        from .fileio import write_text
+
+        write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    else:
+        cfg = _load(args.config, args.override)
+        run_dir = Path(args.output_dir) if args.output_dir else default_run_dir(cfg, args.config)
+        prepare_run_dir(run_dir, args.overwrite)
+    from . import engine
+
+    try:
+        results = engine.train(cfg, run_dir, resume=bool(args.resume))
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the last complete epoch is saved in {run_dir / 'checkpoints'}.\n"
+              f"resume with: paddle-cnn train --resume {run_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(f"test accuracy {100 * results['test_acc']:.2f}% on {results['test_samples']} images "
+          f"(best epoch {results['best_epoch']}, {results['wall_seconds']:.0f} s)\nrun directory: {run_dir}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    """`paddle-cnn evaluate`: reload the best checkpoint and evaluate it."""
+    runtime.setup()
+    from . import engine
+
+    r = engine.evaluate_run(Path(args.run_dir), args.split)
+    print(f"{args.split}: loss {r['loss']:.4f}  accuracy {100 * r['acc']:.2f}% on {r['samples']} images "
+          f"(written to {Path(args.run_dir) / 'results.json'})")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """`paddle-cnn report`: model summary and MACs without training."""
+    cfg = _load(args.config, args.override)
+    from .engine import build_network
+    from .report import model_report
+
+    size = cfg.data.resize or (28 if cfg.data.name == "mnist" else 32)
+    text, _ = model_report(build_network(cfg), (cfg.model.in_channels, size, size))
+    print(text)
+    return 0

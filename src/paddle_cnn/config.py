@@ -1,0 +1,362 @@
+"""Typed run configuration: strict YAML loading, dotted `-o key=value` overrides, resolved dumps.
+
+Loading never imports paddle (the runtime set-up must run before paddle loads) and never
+evaluates anything: YAML goes through yaml.safe_load, values are checked against the dataclass
+field types, and unknown keys are rejected with the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import ConfigError
+
+DATASETS = ("mnist", "cifar10")
+OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+
+
+@dataclass
+class AugmentConfig:
+    """Training-only augmentation, applied per batch."""
+
+    crop_padding: int = field(default=0, metadata={"min": 0})
+    horizontal_flip: bool = False
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, where it lives, how it is split and normalised."""
+
+    name: Literal["mnist", "cifar10"] = "mnist"
+    root: str | None = None
+    download: bool = False
+    resize: int | None = field(default=None, metadata={"min": 1})
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    train_size: int | None = field(default=None, metadata={"min": 1})
+    dev_size: int = field(default=5000, metadata={"min": 1})
+    dev_split: Literal["random", "tail"] = "random"
+    test_size: int | None = field(default=None, metadata={"min": 1})
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture by registry name, plus the options that architecture accepts."""
+
+    name: str = "lenet"
+    num_classes: int = field(default=10, metadata={"min": 2})
+    in_channels: int = field(default=1, metadata={"min": 1})
+    use_residual: bool | None = None
+    stem: str | None = None
+    activation: str | None = None
+    width: float | None = field(default=None, metadata={"min_exclusive": 0.0})
+    dropout: float | None = field(default=None, metadata={"min": 0.0, "max": 0.999})
+    batch_norm: bool | None = None
+    init_from: str | None = None
+    freeze: list[str] = field(default_factory=list)
+
+    def options(self) -> dict[str, Any]:
+        """Architecture options for the registry factory.
+
+        Returns:
+            Keyword options, None meaning "the factory's default".
+        """
+        skip = {"name", "init_from", "freeze"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+
+@dataclass
+class OptimizerConfig:
+    """Optimizer by name and its hyperparameters."""
+
+    name: Literal["sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad", "adadelta"] = "sgd"
+    lr: float = field(default=0.01, metadata={"min_exclusive": 0.0})
+    momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 0.999})
+    weight_decay: float = field(default=0.0, metadata={"min": 0.0})
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule; durations are in epochs, applied at the step granularity they imply."""
+
+    name: Literal["constant", "step", "cosine", "onecycle"] = "constant"
+    step_size: int = field(default=10, metadata={"min": 1})
+    gamma: float = field(default=0.1, metadata={"min_exclusive": 0.0, "max": 1.0})
+    warmup_epochs: float = field(default=0.0, metadata={"min": 0.0})
+    min_lr: float = field(default=0.0, metadata={"min": 0.0})
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    epochs: int = field(default=5, metadata={"min": 1})
+    batch_size: int = field(default=64, metadata={"min": 1})
+    eval_batch_size: int = field(default=500, metadata={"min": 1})
+    seed: int = 0
+    log_every: int = field(default=50, metadata={"min": 1})
+
+
+@dataclass
+class RuntimeConfig:
+    """Where and how the computation runs."""
+
+    device: Literal["auto", "cpu", "gpu"] = "auto"
+    threads: int | None = field(default=None, metadata={"min": 1})
+
+
+@dataclass
+class OutputConfig:
+    """Where runs are written."""
+
+    dir: str = "outputs"
+    name: str | None = None
+
+
+@dataclass
+class Config:
+    """A whole training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+def _closest(key: str, valid: list[str]) -> str:
+    match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f"did you mean {match[0]!r}? " if match else ""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check `value` against the annotation `tp`; return it (ints widened to float where asked)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _coerce(value, inner[0], where) if len(inner) == 1 else value
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin is list:
+        if isinstance(value, list):
+            return [_coerce(v, typing.get_args(tp)[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif isinstance(value, tp):
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}.")
+
+
+def _check_range(value: Any, meta: Any, where: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"{where}: {value!r} is below the minimum {meta['min']}.")
+    if "min_exclusive" in meta and value <= meta["min_exclusive"]:
+        raise ConfigError(f"{where}: {value!r} must be greater than {meta['min_exclusive']}.")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"{where}: {value!r} is above the maximum {meta['max']}.")
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build a config dataclass from plain data, rejecting unknown keys and wrong types.
+
+    Args:
+        cls: the dataclass type.
+        data: a mapping (from YAML); None means all defaults.
+        prefix: dotted path of this section, for messages.
+    Returns:
+        An instance of cls. Raises ConfigError naming the offending key.
+    """
+    where = prefix.rstrip(".") or "the config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of keys to values, got {data!r}.")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(
+                f"unknown key {prefix}{key!r}: {_closest(str(key), list(fields))}"
+                f"valid keys{' in ' + where if prefix else ''} are: {', '.join(fields)}."
+            )
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = from_dict(tp, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _coerce(value, tp, f"{prefix}{key}")
+            _check_range(kwargs[key], fields[key].metadata, f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse one `-o a.b.c=value` override; the value is read as YAML (so 0.1, true, [1, 2] work).
+
+    Args:
+        text: the override as typed.
+    Returns:
+        (dotted key split into parts, parsed value). Raises ConfigError if it does not parse.
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or any(not p for p in key.strip().split(".")):
+        raise ConfigError(f"override {text!r} does not parse: write it as section.key=value, e.g. optimizer.lr=0.01.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc.problem}).") from None
+    return key.strip().split("."), value
+
+
+def apply_override(data: dict, parts: list[str], value: Any) -> None:
+    """Set a dotted key in nested plain data, creating sections as needed.
+
+    Args:
+        data: nested dict read from YAML (modified in place).
+        parts: the key split on dots.
+        value: the new value.
+    """
+    node = data
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {'.'.join(parts)}: {part!r} is a value, not a section.")
+        node = child
+    node[parts[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict:
+    """Read a YAML mapping with safe_load, turning every failure into a ConfigError.
+
+    Args:
+        path: file to read.
+    Returns:
+        The mapping (empty dict for an empty file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist (or is not a file); check the path.")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{path}: YAML syntax error{line}: {problem}. Fix the file and run again.") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8); a config must be a YAML text file.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (data:, model:, ...).")
+    return data
+
+
+def build_config(data: dict, overrides: list[str] = (), source: str = "the config") -> Config:
+    """Validate plain config data plus overrides into a Config.
+
+    Args:
+        data: nested mapping as read from YAML.
+        overrides: `key.sub=value` strings, applied in order.
+        source: name of the file, for messages.
+    Returns:
+        The validated Config.
+    """
+    data = _deep_copy(data)
+    for text in overrides:
+        apply_override(data, *parse_override(text))
+    try:
+        cfg = from_dict(Config, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    _check_semantics(cfg, source)
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
+    """Load, override and validate a training config file.
+
+    Args:
+        path: YAML file.
+        overrides: `key.sub=value` strings.
+    Returns:
+        The validated Config.
+    """
+    return build_config(read_yaml(path), overrides, source=str(path))
+
+
+def _check_semantics(cfg: Config, source: str) -> None:
+    """Cross-field checks that one field's type cannot express."""
+    d = cfg.data
+    for name in ("mean", "std"):
+        values = getattr(d, name)
+        if values is not None and len(values) not in (1, cfg.model.in_channels):
+            raise ConfigError(
+                f"{source}: data.{name} has {len(values)} values; give 1 or one per input channel "
+                f"(model.in_channels = {cfg.model.in_channels})."
+            )
+    if d.std is not None and any(s <= 0 for s in d.std):
+        raise ConfigError(f"{source}: data.std values must be positive, got {d.std}.")
+
+
+def _deep_copy(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {k: _deep_copy(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_deep_copy(v) for v in data]
+    return data
+
+
+def to_dict(cfg: Any) -> dict:
+    """Plain nested dict of a config dataclass (for YAML/JSON dumps).
+
+    Args:
+        cfg: a config dataclass instance.
+    Returns:
+        Nested dict of plain values.
+    """
+    return dataclasses.asdict(cfg)
+
+
+def dump_yaml(cfg: Any) -> str:
+    """The fully resolved config as YAML text, loadable again by load_config.
+
+    Args:
+        cfg: a config dataclass instance.
+    Returns:
+        YAML text.
+    """
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)

@@ -1,0 +1,362 @@
+"""Datasets: read through paddle.vision.datasets, decoded and normalised once, served in batches.
+
+Paddle's dataset classes decode one sample per __getitem__ through PIL/transforms; on 2 CPU cores
+that costs as much as a LeNet step. Here each split is read once with the real MNIST/Cifar10
+classes, turned into one float32 NCHW array with paddle.vision.transforms (Resize per image, once;
+Normalize on the whole array), and a BatchLoader slices batches out of memory. Shuffling and
+augmentation are keyed by (seed, epoch), so a resumed run sees exactly the batches it would have.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+import struct
+import tarfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from .config import DataConfig
+from .errors import ConfigError, DataError
+
+# Per-channel statistics of the training sets in pixel units (0-255): MNIST 0.1307/0.3081,
+# CIFAR-10 0.4914/0.4822/0.4465 and 0.2470/0.2435/0.2616 (as measured on ../shared/data).
+DEFAULT_STATS = {
+    "mnist": ([33.318], [78.567]),
+    "cifar10": ([125.307, 122.961, 113.858], [62.985, 62.093, 66.708]),
+}
+CLASS_NAMES = {
+    "mnist": [str(i) for i in range(10)],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+MNIST_FILES = {
+    "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+    "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
+}
+CIFAR_FILE = "cifar-10-python.tar.gz"
+CIFAR_MEMBERS = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+DOWNLOAD_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Split:
+    """One split in memory: normalised images (N, C, H, W) float32 and labels (N,) int64."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+def data_root(cfg: DataConfig) -> Path:
+    """Resolve where datasets live: data.root, else $PADDLE_CNN_DATA, else Paddle's cache.
+
+    Args:
+        cfg: the data section.
+    Returns:
+        The root directory (may not exist).
+    """
+    if cfg.root:
+        return Path(cfg.root).expanduser()
+    if os.environ.get("PADDLE_CNN_DATA"):
+        return Path(os.environ["PADDLE_CNN_DATA"]).expanduser()
+    return Path("~/.cache/paddle/dataset").expanduser()
+
+
+def expected_files(cfg: DataConfig) -> list[Path]:
+    """Files the configured dataset needs under the data root.
+
+    Args:
+        cfg: the data section.
+    Returns:
+        Absolute paths, in a stable order.
+    """
+    root = data_root(cfg)
+    if cfg.name == "mnist":
+        return [root / "mnist" / f for pair in MNIST_FILES.values() for f in pair]
+    return [root / CIFAR_FILE]
+
+
+def _missing_error(cfg: DataConfig, missing: list[Path]) -> DataError:
+    names = "\n  ".join(str(p) for p in expected_files(cfg))
+    return DataError(
+        f"{cfg.name} data not found: missing {', '.join(p.name for p in missing)} under "
+        f"{data_root(cfg)}. Expected:\n  {names}\nPoint data.root (or the PADDLE_CNN_DATA "
+        f"environment variable) at a folder holding these files, or set data.download: true "
+        f"to let Paddle download them into its cache (needs internet)."
+    )
+
+
+def _check_reachable(url: str) -> None:
+    """Fail fast when the download host cannot be reached, instead of hanging in a retry loop."""
+    host = urlparse(url).hostname
+    try:
+        with socket.create_connection((host, 443), timeout=DOWNLOAD_TIMEOUT_S):
+            return
+    except OSError as exc:
+        raise DataError(
+            f"data.download is true but {host} cannot be reached ({exc.strerror or exc}); this machine "
+            f"looks offline. Copy the dataset files under data.root (see the README) and set data.download: false."
+        ) from None
+
+
+def _read_idx_header(path: Path, expect_magic: int) -> tuple[int, ...]:
+    """Read an idx(.gz) header, so a wrong or truncated file fails with a clear message."""
+    fmt = ">IIII" if expect_magic == 2051 else ">II"
+    try:
+        with gzip.open(path, "rb") as f:
+            head = f.read(struct.calcsize(fmt))
+        fields = struct.unpack(fmt, head)
+    except (OSError, EOFError, zlib.error, struct.error) as exc:
+        raise DataError(f"{path}: not a readable gzip idx file ({exc}). Replace it with an intact copy.") from None
+    if fields[0] != expect_magic:
+        kind = "images (magic 2051)" if expect_magic == 2051 else "labels (magic 2049)"
+        raise DataError(
+            f"{path}: expected an MNIST {kind} file but its header says magic {fields[0]}; "
+            f"is it the wrong file (images and labels swapped)?"
+        )
+    return fields
+
+
+def _load_mnist(cfg: DataConfig, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read MNIST with paddle.vision.datasets.MNIST; returns uint8-valued (N, 28, 28, 1) and labels."""
+    from paddle.vision.datasets import MNIST
+
+    image_path, label_path = (data_root(cfg) / "mnist" / f for f in MNIST_FILES[mode])
+    missing = [p for p in (image_path, label_path) if not p.is_file()]
+    if missing and not cfg.download:
+        raise _missing_error(cfg, missing)
+    if missing:
+        _check_reachable(MNIST.URL_PREFIX)
+        image_path = label_path = None  # paddle downloads into its own cache
+    else:
+        n_images = _read_idx_header(image_path, 2051)[1]
+        n_labels = _read_idx_header(label_path, 2049)[1]
+        if n_images != n_labels or n_images % 100:
+            raise DataError(
+                f"{image_path.parent}: {n_images} images but {n_labels} labels; paddle's MNIST reader needs "
+                f"equal counts that are a multiple of 100."
+            )
+    try:
+        ds = MNIST(image_path=image_path and str(image_path), label_path=label_path and str(label_path),
+                   mode=mode, download=cfg.download, backend="cv2")
+        images = np.stack(ds.images).reshape(-1, 28, 28, 1)
+        labels = np.concatenate(ds.labels).astype("int64")
+    except (OSError, EOFError, zlib.error, struct.error, ValueError) as exc:
+        raise DataError(f"{image_path}: could not be decoded ({exc}); the file is truncated or corrupt.") from None
+    return images, labels
+
+
+def _load_cifar10(cfg: DataConfig, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Read CIFAR-10 with paddle.vision.datasets.Cifar10; returns (N, 32, 32, 3) and labels."""
+    from paddle.vision.datasets import Cifar10
+
+    path = data_root(cfg) / CIFAR_FILE
+    if not path.is_file() and not cfg.download:
+        raise _missing_error(cfg, [path])
+    if not path.is_file():
+        _check_reachable(Cifar10.__init__.__globals__.get("URL_PREFIX", "https://dataset.bj.bcebos.com/"))
+    else:
+        _check_cifar_members(path, mode)
+    try:
+        # The archive's batches are pickles: only load archives you trust (see README, Security).
+        ds = Cifar10(data_file=str(path) if path.is_file() else None, mode=mode,
+                     download=cfg.download, backend="cv2")
+        images = np.stack([s for s, _ in ds.data]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        labels = np.array([lab for _, lab in ds.data], dtype="int64")
+    except (OSError, EOFError, zlib.error, tarfile.TarError, ValueError, KeyError, AssertionError) as exc:
+        raise DataError(f"{path}: could not be read ({exc}); the archive is truncated or corrupt.") from None
+    except Exception as exc:  # pickle raises many types on garbage; all mean the same to the user
+        raise DataError(f"{path}: a batch inside could not be unpickled ({type(exc).__name__}: {exc}).") from None
+    return images, labels
+
+
+def _check_cifar_members(path: Path, mode: str) -> None:
+    try:
+        with tarfile.open(path, mode="r") as tar:
+            names = {Path(m.name).name for m in tar.getmembers()}
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as exc:
+        raise DataError(f"{path}: not a readable tar.gz archive ({exc}). Replace it with an intact copy.") from None
+    missing = [m for m in CIFAR_MEMBERS[mode] if m not in names]
+    if missing:
+        raise DataError(
+            f"{path}: the archive has no {', '.join(missing)}; a CIFAR-10 python archive "
+            f"(cifar-10-batches-py/data_batch_1..5, test_batch) is expected."
+        )
+
+
+def preprocess(images: np.ndarray, cfg: DataConfig, in_channels: int) -> np.ndarray:
+    """Turn raw pixels (N, H, W, C) in 0-255 into the model's normalised float32 NCHW input.
+
+    The same function serves training data and user image files, so both see identical
+    preprocessing.
+
+    Args:
+        images: pixel array, any numeric dtype, values 0-255.
+        cfg: the data section (resize, mean, std).
+        in_channels: channels the model expects (grey is repeated, colour averaged to grey).
+    Returns:
+        float32 array (N, in_channels, H', W').
+    """
+    from paddle.vision.transforms import Normalize, Resize
+
+    images = images.astype("float32")
+    if cfg.resize and images.shape[1:3] != (cfg.resize, cfg.resize):
+        images = _resize(images, cfg.resize, Resize)
+    if images.shape[3] != in_channels:
+        images = _convert_channels(images, in_channels)
+    chw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
+    mean, std = dataset_stats(cfg, in_channels)
+    # Normalize on the whole NCHW array at once: per-channel stats broadcast over N.
+    return Normalize(mean=mean, std=std, data_format="CHW")(chw).astype("float32")
+
+
+def dataset_stats(cfg: DataConfig, in_channels: int) -> tuple[list[float], list[float]]:
+    """Mean and std per channel in pixel units: the config's, else the dataset's own.
+
+    Args:
+        cfg: the data section.
+        in_channels: channels the model sees.
+    Returns:
+        (mean, std), each with in_channels values.
+    """
+    mean, std = DEFAULT_STATS[cfg.name]
+    mean, std = cfg.mean or mean, cfg.std or std
+    if len(mean) != in_channels:
+        mean = [float(np.mean(mean))] * in_channels
+    if len(std) != in_channels:
+        std = [float(np.mean(std))] * in_channels
+    return mean, std
+
+
+def _resize(images: np.ndarray, size: int, resize_cls) -> np.ndarray:
+    from PIL import Image
+
+    resize = resize_cls((size, size))  # bilinear, as the book's transforms.Resize
+    out = np.empty((len(images), size, size, images.shape[3]), dtype="float32")
+    for i, img in enumerate(images):
+        channels = [np.asarray(resize(Image.fromarray(img[:, :, c], mode="F"))) for c in range(img.shape[2])]
+        out[i] = np.stack(channels, axis=-1)
+    return out
+
+
+def _convert_channels(images: np.ndarray, in_channels: int) -> np.ndarray:
+    if in_channels == 1:
+        return images.mean(axis=3, keepdims=True)
+    if images.shape[3] == 1:
+        return np.repeat(images, in_channels, axis=3)
+    raise ConfigError(f"model.in_channels = {in_channels} cannot be made from {images.shape[3]}-channel images.")
+
+
+def _take(n_wanted: int | None, available: int, key: str, dataset: str) -> int:
+    if n_wanted is None:
+        return available
+    if n_wanted > available:
+        raise ConfigError(f"{key} = {n_wanted} is larger than the {available} images {dataset} has for it.")
+    return n_wanted
+
+
+def split_indices(n_train_pool: int, cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Carve dev from the training file and pick the training subset, deterministically.
+
+    Args:
+        n_train_pool: images in the training file.
+        cfg: the data section (dev_size, dev_split, train_size).
+        seed: the run's seed.
+    Returns:
+        (train indices, dev indices) into the training file.
+    """
+    dev_size = _take(cfg.dev_size, n_train_pool - 1, "data.dev_size", f"the {cfg.name} training file")
+    if cfg.dev_split == "tail":  # CIFAR-10: the last 10,000 are data_batch_5, the book's dev set
+        order = np.arange(n_train_pool)
+    else:
+        order = np.random.default_rng(seed).permutation(n_train_pool)
+    dev, pool = order[n_train_pool - dev_size:], order[: n_train_pool - dev_size]
+    n_train = _take(cfg.train_size, len(pool), "data.train_size", f"{cfg.name} (after carving dev)")
+    return np.sort(pool[:n_train]), np.sort(dev)
+
+
+def load_splits(cfg: DataConfig, in_channels: int, seed: int) -> dict[str, Split]:
+    """Read and preprocess train, dev and test splits.
+
+    Args:
+        cfg: the data section.
+        in_channels: channels the model expects.
+        seed: the run's seed (dev split and subsets depend on it).
+    Returns:
+        {"train": Split, "dev": Split, "test": Split}.
+    """
+    loader = _load_mnist if cfg.name == "mnist" else _load_cifar10
+    train_x, train_y = loader(cfg, "train")
+    test_x, test_y = loader(cfg, "test")
+    train_idx, dev_idx = split_indices(len(train_x), cfg, seed)
+    n_test = _take(cfg.test_size, len(test_x), "data.test_size", f"the {cfg.name} test file")
+    return {
+        "train": Split(preprocess(train_x[train_idx], cfg, in_channels), train_y[train_idx]),
+        "dev": Split(preprocess(train_x[dev_idx], cfg, in_channels), train_y[dev_idx]),
+        "test": Split(preprocess(test_x[:n_test], cfg, in_channels), test_y[:n_test]),
+    }
+
+
+class BatchLoader:
+    """Batches of an in-memory Split, in the form paddle.Model.fit/evaluate accept.
+
+    Iterating yields [images (B, C, H, W) float32, labels (B, 1) int64] as numpy arrays. With
+    shuffle, the order is a permutation drawn from (seed, epoch); call set_epoch before each epoch.
+    """
+
+    def __init__(self, split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
+                 crop_padding: int = 0, horizontal_flip: bool = False):
+        self.split, self.batch_size, self.shuffle, self.seed = split, batch_size, shuffle, seed
+        self.crop_padding, self.horizontal_flip = crop_padding, horizontal_flip
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose order and augmentation the next iteration uses.
+
+        Args:
+            epoch: zero-based epoch number.
+        """
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-len(self.split.labels) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.split.labels)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start: start + self.batch_size]
+            images = self.split.images[idx]
+            if self.crop_padding or self.horizontal_flip:
+                images = augment_batch(images, rng, self.crop_padding, self.horizontal_flip)
+            yield [images, self.split.labels[idx].reshape(-1, 1)]
+
+
+def augment_batch(images: np.ndarray, rng: np.random.Generator, padding: int, flip: bool) -> np.ndarray:
+    """Random crop with zero padding and horizontal flip, per sample, on a whole batch.
+
+    Padding is with 0 in normalised units, i.e. the mean colour.
+
+    Args:
+        images: (B, C, H, W) normalised batch.
+        rng: generator for this epoch.
+        padding: pixels of padding on each side before cropping back to H x W (0: no crop).
+        flip: flip each image left-right with probability 1/2.
+    Returns:
+        The augmented batch (a new array).
+    """
+    b, _, h, w = images.shape
+    if padding:
+        padded = np.pad(images, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+        dy, dx = rng.integers(0, 2 * padding + 1, size=(2, b))
+        images = np.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+    if flip:
+        mask = rng.random(b) < 0.5
+        images = images.copy()
+        images[mask] = images[mask, :, :, ::-1]
+    return images

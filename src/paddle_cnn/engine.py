@@ -1,0 +1,409 @@
+"""Training and evaluation through paddle.Model: build data, model, callbacks; fit; test the best.
+
+hapi quirks handled here, in one place:
+- fit/evaluate report the last batch's loss: RunRecorder accumulates the size-weighted mean.
+- the auto-added LRScheduler callback steps per batch: we pass our own, and optim.py counts every
+  schedule in steps, so epoch schedules still change exactly at epoch boundaries.
+- fit always starts at epoch 0 and has no resume: the recorder offsets epochs, and the checkpoint
+  holds weights, optimizer and scheduler state, epoch, global step and best metric.
+- ModelCheckpoint keeps no best model: the recorder saves best.pdparams on dev accuracy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import paddle
+
+from . import fileio
+from .checkpoint import BEST, load_checkpoint, load_file, load_weights, save_best, save_checkpoint
+from .config import Config, dump_yaml, to_dict
+from .errors import TrainingFailed
+from .data import CLASS_NAMES, BatchLoader, dataset_stats, load_splits
+from .registry import build_model
+from .report import model_report, plot_curves
+from .runtime import environment_record, select_device
+from .vdl import VdlLogger
+
+
+class NonFiniteLoss(Exception):
+    """Training produced a NaN or infinite loss."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, delivered like Ctrl-C so both take the same path."""
+
+
+@dataclass
+class Progress:
+    """Where training stands; what a checkpoint must restore."""
+
+    epoch: int = 0  # completed epochs
+    global_step: int = 0
+    best_acc: float = -1.0
+    best_epoch: int = 0
+    rows: list = field(default_factory=list)
+
+
+def build_network(cfg: Config):
+    """Build the configured network, seeded so the same config gives the same initial weights.
+
+    Args:
+        cfg: the run config.
+    Returns:
+        The paddle.nn.Layer.
+    """
+    paddle.seed(cfg.train.seed)
+    return build_model(cfg.model.name, **cfg.model.options())
+
+
+def prepare_model(cfg: Config, net, input_shape, steps_per_epoch: int) -> paddle.Model:
+    """Wrap a network in paddle.Model and prepare optimizer, loss and accuracy.
+
+    Args:
+        cfg: the run config.
+        net: the network.
+        input_shape: (C, H, W).
+        steps_per_epoch: batches per epoch, for the schedule.
+    Returns:
+        The prepared paddle.Model.
+    """
+    from .optim import build_optimizer
+
+    inputs = paddle.static.InputSpec([None, *input_shape], "float32", "image")
+    labels = paddle.static.InputSpec([None, 1], "int64", "label")
+    model = paddle.Model(net, inputs, labels)
+    params = [p for p in net.parameters() if p.trainable and not p.stop_gradient]
+    model.prepare(build_optimizer(cfg, params, steps_per_epoch), paddle.nn.CrossEntropyLoss(),
+                  paddle.metric.Accuracy())
+    return model
+
+
+class LossMeter(paddle.callbacks.Callback):
+    """Size-weighted mean of the per-batch losses hapi reports (it only keeps the last one)."""
+
+    def __init__(self, mode: str = "eval"):
+        super().__init__()
+        self.mode = mode
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what was accumulated."""
+        self.total, self.count = 0.0, 0
+
+    def add(self, logs: dict) -> float:
+        """Accumulate one batch from hapi's logs; returns that batch's loss.
+
+        Args:
+            logs: hapi batch logs with 'loss' and 'batch_size'.
+        Returns:
+            The batch loss.
+        """
+        loss = float(logs["loss"][0])
+        self.total += loss * logs["batch_size"]
+        self.count += logs["batch_size"]
+        return loss
+
+    @property
+    def mean(self) -> float:
+        return self.total / max(1, self.count)
+
+    def on_eval_begin(self, logs=None):
+        self.reset()
+
+    def on_eval_batch_end(self, step, logs=None):
+        self.add(logs)
+
+
+def evaluate_split(model: paddle.Model, loader: BatchLoader) -> dict:
+    """True mean loss and accuracy of the model over a whole split.
+
+    Args:
+        model: prepared paddle.Model.
+        loader: the split's loader.
+    Returns:
+        {"loss", "acc", "samples"}.
+    """
+    meter = LossMeter()
+    result = model.evaluate(loader, verbose=0, callbacks=[meter])
+    return {"loss": meter.mean, "acc": float(result["acc"]), "samples": meter.count}
+
+
+def _fmt_time(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class RunRecorder(paddle.callbacks.Callback):
+    """Per-epoch bookkeeping: true mean losses, metrics.jsonl, VisualDL, best/last checkpoints, progress."""
+
+    def __init__(self, run_dir: Path, cfg: Config, train_loader: BatchLoader, progress: Progress,
+                 vdl: VdlLogger, log=print):
+        super().__init__()
+        self.run_dir, self.cfg, self.loader, self.progress, self.vdl, self.log = (
+            run_dir, cfg, train_loader, progress, vdl, log)
+        self.train_meter, self.dev_meter = LossMeter("train"), LossMeter()
+        self.start_epoch = progress.epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = self.start_epoch + epoch  # hapi restarts at 0 on every fit() call
+        self.loader.set_epoch(self.epoch)
+        # Dropout etc. draw from paddle's global generator: re-seed it per epoch so a resumed run
+        # draws exactly what an uninterrupted one would, without pickling generator state.
+        paddle.seed(self.cfg.train.seed * 100_003 + self.epoch)
+        self.train_meter.reset()
+        self.t0 = time.perf_counter()
+
+    def on_train_batch_end(self, step, logs=None):
+        loss = self.train_meter.add(logs)
+        self.progress.global_step += 1
+        if not math.isfinite(loss):
+            raise NonFiniteLoss(f"loss became {loss} at epoch {self.epoch + 1}, step {step + 1} "
+                                f"(global step {self.progress.global_step})")
+        if self.progress.global_step % self.cfg.train.log_every == 0:
+            self.vdl.step_loss(self.progress.global_step, loss)
+            self._progress_line(step + 1, float(logs["acc"]))
+
+    def _progress_line(self, step: int, acc: float) -> None:
+        elapsed = time.perf_counter() - self.t0
+        total = len(self.loader)
+        rate = self.train_meter.count / max(elapsed, 1e-9)
+        epochs_left = self.cfg.train.epochs - self.epoch - 1
+        eta = elapsed / step * (total - step) + epochs_left * elapsed / step * total
+        self.log(f"epoch {self.epoch + 1}/{self.cfg.train.epochs} step {step}/{total} "
+                 f"loss {self.train_meter.mean:.4f} acc {100 * acc:.2f}% {rate:,.0f} img/s ETA {_fmt_time(eta)}")
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.train_seconds = time.perf_counter() - self.t0
+        self.train_acc = float(logs["acc"])
+
+    def on_eval_begin(self, logs=None):
+        self.dev_meter.reset()
+
+    def on_eval_batch_end(self, step, logs=None):
+        self.dev_meter.add(logs)
+
+    def on_eval_end(self, logs=None):
+        p = self.progress
+        epoch_seconds = time.perf_counter() - self.t0
+        row = {
+            "epoch": self.epoch + 1, "train_loss": self.train_meter.mean, "train_acc": self.train_acc,
+            "dev_loss": self.dev_meter.mean, "dev_acc": float(logs["acc"]), "lr": float(self.model._optimizer.get_lr()),
+            "epoch_seconds": epoch_seconds, "train_seconds": self.train_seconds,
+            "images_per_s": self.train_meter.count / self.train_seconds,
+            "elapsed_seconds": (p.rows[-1]["elapsed_seconds"] if p.rows else 0.0) + epoch_seconds,
+            "global_step": p.global_step,
+        }
+        p.rows.append(row)
+        p.epoch = self.epoch + 1
+        # Order matters for crash safety: metrics and VisualDL first, the checkpoint (the commit
+        # point) last; a resume trims whatever ran ahead of the checkpoint.
+        fileio.write_jsonl(self.run_dir / "metrics.jsonl", p.rows)
+        self.vdl.epoch(row)
+        if row["dev_acc"] > p.best_acc:
+            p.best_acc, p.best_epoch = row["dev_acc"], row["epoch"]
+            save_best(self.run_dir, self.model)
+        save_checkpoint(self.run_dir, self.model, progress_meta(p))
+        self.log(f"epoch {row['epoch']}/{self.cfg.train.epochs}: train loss {row['train_loss']:.4f} "
+                 f"acc {100 * row['train_acc']:.2f}% | dev loss {row['dev_loss']:.4f} acc {100 * row['dev_acc']:.2f}% "
+                 f"| lr {row['lr']:.3g} | {row['images_per_s']:,.0f} img/s | {row['epoch_seconds']:.1f} s")
+
+
+def progress_meta(p: Progress) -> dict:
+    """Progress as plain data for the checkpoint.
+
+    Args:
+        p: the progress.
+    Returns:
+        A dict of plain values.
+    """
+    return {"epoch": p.epoch, "global_step": p.global_step, "best_acc": p.best_acc,
+            "best_epoch": p.best_epoch, "rows": p.rows}
+
+
+def make_loaders(cfg: Config, splits: dict) -> dict[str, BatchLoader]:
+    """Loaders for every split: training shuffled and augmented, the others in order.
+
+    Args:
+        cfg: the run config.
+        splits: {"train", "dev", "test"} Splits.
+    Returns:
+        {"train", "dev", "test"} BatchLoaders.
+    """
+    aug = cfg.data.augment
+    loaders = {"train": BatchLoader(splits["train"], cfg.train.batch_size, shuffle=True, seed=cfg.train.seed,
+                                    crop_padding=aug.crop_padding, horizontal_flip=aug.horizontal_flip)}
+    for name in ("dev", "test"):
+        loaders[name] = BatchLoader(splits[name], cfg.train.eval_batch_size)
+    return loaders
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM raises Interrupted, so it is handled like Ctrl-C."""
+    def handler(signum, frame):
+        raise Interrupted()
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _hparams(cfg: Config) -> dict:
+    m, o = cfg.model, cfg.optimizer
+    values = {"model": m.name, "use_residual": m.use_residual, "activation": m.activation, "optimizer": o.name,
+              "lr": o.lr, "weight_decay": o.weight_decay, "schedule": cfg.schedule.name,
+              "batch_size": cfg.train.batch_size, "epochs": cfg.train.epochs, "seed": cfg.train.seed}
+    return {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in values.items()}
+
+
+def _start_run(cfg: Config, run_dir: Path, model: paddle.Model, report: tuple, resume: bool) -> Progress:
+    """Write the run's fixed files (new run) or restore progress from the checkpoint (resume)."""
+    if not resume:
+        fileio.write_text(run_dir / "config.yaml", dump_yaml(cfg))
+        fileio.write_text(run_dir / "model_report.txt", report[0])
+        fileio.write_json(run_dir / "model_report.json", report[1])
+        return Progress()
+    state = load_checkpoint(run_dir)
+    load_weights(model.network, state["model"], run_dir / "checkpoints" / "last.pdckpt")
+    model._optimizer.set_state_dict(state["optimizer"])
+    meta = state["meta"]
+    fileio.write_jsonl(run_dir / "metrics.jsonl", meta["rows"])  # drop epochs past the checkpoint
+    return Progress(meta["epoch"], meta["global_step"], meta["best_acc"], meta["best_epoch"], list(meta["rows"]))
+
+
+def train(cfg: Config, run_dir: Path, resume: bool = False, log=print) -> dict:
+    """Train a model as configured, evaluate its best checkpoint on the test split.
+
+    Args:
+        cfg: the validated run config.
+        run_dir: the run directory (prepared by the caller: new, or holding a run to resume).
+        resume: continue from run_dir's last checkpoint.
+        log: where progress lines go.
+    Returns:
+        The results dict also written to results.json.
+    """
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    device = select_device(cfg.runtime.device)
+    splits = load_splits(cfg.data, cfg.model.in_channels, cfg.train.seed)
+    loaders = make_loaders(cfg, splits)
+    shape = tuple(splits["train"].images.shape[1:])
+    report = model_report(build_network(cfg), shape)  # a separate instance: summary runs a forward
+    net = build_network(cfg)
+    model = prepare_model(cfg, net, shape, len(loaders["train"]))
+    progress = _start_run(cfg, run_dir, model, report, resume)
+    fileio.write_json(run_dir / "env.json", {**environment_record(device), "resumed": resume})
+    log(f"run directory: {run_dir}  ({len(splits['train'].labels)} train / {len(splits['dev'].labels)} dev / "
+        f"{len(splits['test'].labels)} test images, {report[1]['trainable_params']:,} params, device {device})")
+    vdl = VdlLogger(run_dir, (progress.epoch, progress.global_step) if resume else None, progress.rows)
+    if not resume:
+        mean, std = dataset_stats(cfg.data, cfg.model.in_channels)
+        vdl.sample_images(splits["train"].images[:8], splits["train"].labels[:8], CLASS_NAMES[cfg.data.name], mean, std)
+        vdl.hparams(_hparams(cfg), ["epoch/acc", "epoch/loss"])
+    recorder = RunRecorder(run_dir, cfg, loaders["train"], progress, vdl, log)
+    try:
+        with sigterm_as_interrupt():
+            if cfg.train.epochs > progress.epoch:
+                model.fit(loaders["train"], loaders["dev"], epochs=cfg.train.epochs - progress.epoch, verbose=0,
+                          callbacks=[recorder, paddle.callbacks.LRScheduler(by_step=True, by_epoch=False)])
+    except NonFiniteLoss as exc:
+        fileio.write_json(run_dir / "results.json", {"status": "failed", "reason": str(exc),
+                                                     **_summary(progress)})
+        raise TrainingFailed(f"{exc}. Training stopped; the last good checkpoint (epoch {progress.epoch}) is kept "
+                             f"in {run_dir / 'checkpoints'}. Lower optimizer.lr or check the data.") from None
+    finally:
+        vdl.close()
+    return finish(cfg, run_dir, model, loaders, progress, time.perf_counter() - started)
+
+
+def _summary(p: Progress) -> dict:
+    return {"epochs_completed": p.epoch, "best_epoch": p.best_epoch, "best_dev_acc": p.best_acc,
+            "train_seconds": sum(r["epoch_seconds"] for r in p.rows)}
+
+
+def finish(cfg: Config, run_dir: Path, model: paddle.Model, loaders: dict, progress: Progress,
+           wall_seconds: float) -> dict:
+    """Test the best checkpoint, write results.json and curves.png.
+
+    Args:
+        cfg: the run config.
+        run_dir: the run directory.
+        model: the trained paddle.Model.
+        loaders: the split loaders.
+        progress: final progress.
+        wall_seconds: time since train() started (data loading included).
+    Returns:
+        The results dict.
+    """
+    load_weights(model.network, load_file(run_dir / BEST), run_dir / BEST)
+    test = evaluate_split(model, loaders["test"])
+    last = progress.rows[-1] if progress.rows else {}
+    results = {
+        "status": "finished", "model": cfg.model.name, "dataset": cfg.data.name,
+        "test_acc": test["acc"], "test_loss": test["loss"], "test_samples": test["samples"],
+        "dev_samples": len(loaders["dev"].split.labels), "train_samples": len(loaders["train"].split.labels),
+        "final_dev_acc": last.get("dev_acc"), "final_train_loss": last.get("train_loss"),
+        "images_per_s": float(np.median([r["images_per_s"] for r in progress.rows])) if progress.rows else None,
+        "wall_seconds": wall_seconds, **_summary(progress),
+    }
+    fileio.write_json(run_dir / "results.json", results)
+    plot_curves(progress.rows, run_dir / "curves.png", f"{run_dir.name}: {cfg.model.name} on {cfg.data.name}")
+    return results
+
+
+def load_run(run_dir: Path):
+    """Rebuild a finished or resumable run's config, data loaders and model with its best weights.
+
+    Args:
+        run_dir: the run directory.
+    Returns:
+        (cfg, loaders, model).
+    """
+    from .config import load_config
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        from .errors import RunDirError
+
+        raise RunDirError(f"{run_dir} is not a run directory (no config.yaml); give the folder `paddle-cnn train` printed.")
+    cfg = load_config(run_dir / "config.yaml")
+    select_device(cfg.runtime.device)
+    splits = load_splits(cfg.data, cfg.model.in_channels, cfg.train.seed)
+    loaders = make_loaders(cfg, splits)
+    model = prepare_model(cfg, build_network(cfg), tuple(splits["train"].images.shape[1:]), len(loaders["train"]))
+    load_weights(model.network, load_file(run_dir / BEST), run_dir / BEST)
+    return cfg, loaders, model
+
+
+def evaluate_run(run_dir: Path, split: str = "test") -> dict:
+    """Evaluate a run's best checkpoint on a split and record it in results.json.
+
+    Args:
+        run_dir: the run directory.
+        split: "test" or "dev".
+    Returns:
+        {"loss", "acc", "samples", "split"}.
+    """
+    import json
+
+    run_dir = Path(run_dir)
+    _, loaders, model = load_run(run_dir)
+    result = {"split": split, **evaluate_split(model, loaders[split])}
+    results_path = run_dir / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results.setdefault("evaluations", {})[split] = result
+    fileio.write_json(results_path, results)
+    return result

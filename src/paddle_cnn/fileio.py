@@ -1,0 +1,88 @@
+"""Crash-safe file writes: every file a run writes goes to a temporary name and is renamed into place.
+
+A kill -9 at any moment therefore leaves either the previous complete file or the new complete
+one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Write a file via `write(tmp_path)`, fsync it, and rename it over `path`.
+
+    Args:
+        path: final location.
+        write: function that writes the complete content to the temporary path it is given.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(str(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Atomically write a text file.
+
+    Args:
+        path: destination.
+        text: full content.
+    """
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Atomically write pretty JSON.
+
+    Args:
+        path: destination.
+        data: JSON-serialisable object.
+    """
+    write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def write_jsonl(path: str | Path, rows: list[dict]) -> None:
+    """Atomically (re)write a JSON-lines file with all rows.
+
+    Args:
+        path: destination.
+        rows: one dict per line.
+    """
+    write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Read a JSON-lines file; a missing file is empty.
+
+    Args:
+        path: file to read.
+    Returns:
+        The rows.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def paddle_save(obj: Any, path: str | Path) -> None:
+    """Atomically paddle.save an object (state dicts, checkpoints).
+
+    Args:
+        obj: what to save.
+        path: destination.
+    """
+    import paddle
+
+    atomic_write(path, lambda tmp: paddle.save(obj, tmp))

@@ -1,0 +1,148 @@
+"""Process set-up that must happen before paddle is imported, and the run's environment record.
+
+Paddle reads OMP_NUM_THREADS when its libraries load (and sets it to 1 if unset, idling every
+other core), and the MKL it bundles picks its code path from MKL_DEBUG_CPU_TYPE at load time
+(a slow generic path on AMD CPUs unless it is 5). So both are decided here, from the machine,
+before the first `import paddle`; whatever the user set explicitly wins.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+# Filled by setup(); written into every run directory's env.json.
+DECISIONS: dict[str, object] = {}
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroup affinity).
+
+    Returns:
+        Number of usable cores, at least 1.
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def cpu_vendor() -> str:
+    """CPU vendor string as the kernel reports it (e.g. GenuineIntel, AuthenticAMD).
+
+    Returns:
+        The vendor id, or "unknown" where /proc/cpuinfo is not readable.
+    """
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def setup(threads: int | None = None, environ: dict | None = None) -> dict:
+    """Choose thread count and MKL code path; must run before paddle is imported.
+
+    Args:
+        threads: threads asked for by the config (None: the environment, else all cores).
+        environ: environment to modify (default os.environ; tests pass a dict).
+    Returns:
+        The decisions made, also kept in DECISIONS for env.json.
+    """
+    env = os.environ if environ is None else environ
+    decisions: dict[str, object] = {"paddle_already_imported": "paddle" in sys.modules}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+        decisions["threads_source"] = "config runtime.threads"
+    elif env.get("OMP_NUM_THREADS"):
+        decisions["threads_source"] = "environment OMP_NUM_THREADS"
+    else:
+        env["OMP_NUM_THREADS"] = str(available_cores())
+        decisions["threads_source"] = "all available cores"
+    decisions["threads"] = int(env["OMP_NUM_THREADS"])
+
+    vendor = cpu_vendor()
+    if env.get("MKL_DEBUG_CPU_TYPE"):
+        decisions["mkl_debug_cpu_type_source"] = "environment"
+    elif vendor == "AuthenticAMD":
+        # Only AMD needs it; on Intel it is a no-op (measured: same images/s), so leave it unset.
+        env["MKL_DEBUG_CPU_TYPE"] = "5"
+        decisions["mkl_debug_cpu_type_source"] = "set for AMD CPU"
+    else:
+        decisions["mkl_debug_cpu_type_source"] = "not needed on this CPU"
+    decisions["mkl_debug_cpu_type"] = env.get("MKL_DEBUG_CPU_TYPE")
+    decisions["cpu_vendor"] = vendor
+    decisions["cores"] = available_cores()
+    # VisualDL phones home by default; this project never wants that.
+    env.setdefault("VISUALDL_DISABLE_TELEMETRY", "1")
+    if environ is None:
+        DECISIONS.clear()
+        DECISIONS.update(decisions)
+    return decisions
+
+
+def select_device(device: str) -> str:
+    """Pick and activate the paddle device for `runtime.device` (imports paddle).
+
+    Args:
+        device: "auto", "cpu" or "gpu".
+    Returns:
+        The device string paddle now uses.
+    """
+    import paddle
+
+    from .errors import ConfigError
+
+    has_gpu = paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if device == "gpu" and not has_gpu:
+        raise ConfigError("runtime.device is 'gpu' but paddle sees no GPU; use 'auto' or 'cpu'.")
+    chosen = "gpu" if device in ("gpu", "auto") and has_gpu else "cpu"
+    paddle.set_device(chosen)
+    return paddle.get_device()
+
+
+def git_commit() -> str | None:
+    """The project's git commit, when the package runs from a checkout.
+
+    Returns:
+        The commit hash (with "-dirty" when there are uncommitted changes), or None.
+    """
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("-dirty" if dirty else "")
+
+
+def environment_record(device: str) -> dict:
+    """Everything needed to know how a run was executed (for env.json).
+
+    Args:
+        device: the device string in use.
+    Returns:
+        A JSON-serialisable dict.
+    """
+    import numpy
+    import paddle
+
+    return {
+        "python": platform.python_version(),
+        "paddle": paddle.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "device": device,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "mkl_debug_cpu_type": os.environ.get("MKL_DEBUG_CPU_TYPE"),
+        "runtime_decisions": dict(DECISIONS),
+        "command": sys.argv,
+        "git_commit": git_commit(),
+    }

@@ -1,0 +1,120 @@
+"""VisualDL logging for one run: train and dev as two VisualDL runs, so their curves overlay.
+
+Layout: <run_dir>/vdl/train and <run_dir>/vdl/dev, scalar tags on an epoch axis (epoch/loss,
+epoch/acc in both; epoch/lr, epoch/images_per_s in train) plus step/loss per optimizer step.
+VisualDL reads only the newest record file of a directory, so a resumed run rewrites the log:
+what the old file holds up to the resumed checkpoint is replayed into the new file, and nothing
+after it, so no epoch is duplicated or lost.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "dev")
+
+
+def _read_until(path: str, last_epoch: int, last_step: int) -> list[tuple[str, int, float, int]]:
+    """Scalars of an old record file that belong to epochs <= last_epoch (steps <= last_step)."""
+    from visualdl import LogReader
+
+    try:
+        reader = LogReader(file_path=path)
+        rows = []
+        for tag in reader.get_tags().get("scalar", []):
+            limit = last_step if tag.startswith("step/") else last_epoch
+            rows += [(tag, r.id, r.value, r.timestamp) for r in reader.get_data("scalar", tag) if r.id <= limit]
+        return rows
+    except Exception:  # a record torn by kill -9: keep what metrics.jsonl can restore instead
+        return []
+
+
+class VdlLogger:
+    """Writes a run's scalars, sample images and hyperparameters for VisualDL."""
+
+    def __init__(self, run_dir: Path, resume_at: tuple[int, int] | None = None,
+                 fallback_rows: list[dict] = ()):
+        from visualdl import LogWriter
+
+        self.writers = {}
+        for split in SPLITS:
+            logdir = Path(run_dir) / "vdl" / split
+            old = sorted(glob.glob(str(logdir / "vdlrecords*")))
+            replay = _read_until(old[-1], *resume_at) if (old and resume_at) else []
+            # flush_secs: VisualDL's default of 120 s would hide a whole LeNet epoch from the board.
+            # A name unique to the millisecond: VisualDL's own is per second, and a resume within
+            # the same second would reopen (and then delete) the file it replaces.
+            name = f"vdlrecords.{time.time_ns() // 1_000_000:013d}.log"
+            self.writers[split] = LogWriter(logdir=str(logdir), file_name=name, flush_secs=5)
+            for tag, step, value, walltime in replay:
+                self.writers[split].add_scalar(tag, value, step, walltime=walltime)
+            if resume_at and not replay:
+                for row in fallback_rows:
+                    self._epoch_scalars(split, row)
+            for path in old:
+                if Path(path).name != name:
+                    os.remove(path)
+
+    def step_loss(self, global_step: int, loss: float) -> None:
+        """Log one optimizer step's training loss.
+
+        Args:
+            global_step: steps since the start of training (1-based).
+            loss: that batch's mean loss.
+        """
+        self.writers["train"].add_scalar("step/loss", loss, global_step)
+
+    def _epoch_scalars(self, split: str, row: dict) -> None:
+        w, epoch = self.writers[split], row["epoch"]
+        w.add_scalar("epoch/loss", row[f"{split}_loss"], epoch)
+        w.add_scalar("epoch/acc", row[f"{split}_acc"], epoch)
+        if split == "train":
+            w.add_scalar("epoch/lr", row["lr"], epoch)
+            w.add_scalar("epoch/images_per_s", row["images_per_s"], epoch)
+
+    def epoch(self, row: dict) -> None:
+        """Log one epoch's metrics (a metrics.jsonl row) and flush, so the board is current.
+
+        Args:
+            row: the epoch's metrics.
+        """
+        for split in SPLITS:
+            self._epoch_scalars(split, row)
+            self.writers[split].flush()
+
+    def sample_images(self, images: np.ndarray, labels: np.ndarray, class_names: list[str],
+                      mean: list[float], std: list[float]) -> None:
+        """Log a few training inputs (de-normalised) with their labels.
+
+        Args:
+            images: (N, C, H, W) normalised batch.
+            labels: (N,) labels.
+            class_names: names by label.
+            mean: per-channel mean used for normalisation (pixel units).
+            std: per-channel std (pixel units).
+        """
+        pixels = images * np.array(std).reshape(-1, 1, 1) + np.array(mean).reshape(-1, 1, 1)
+        for i, (img, label) in enumerate(zip(pixels, labels)):
+            hwc = np.clip(img.transpose(1, 2, 0), 0, 255).astype("uint8")
+            if hwc.shape[2] == 1:
+                hwc = np.repeat(hwc, 3, axis=2)
+            self.writers["train"].add_image(f"inputs/{i}_{class_names[int(label)]}", hwc, 0)
+
+    def hparams(self, hparams: dict, metrics: list[str]) -> None:
+        """Record the run's settings for VisualDL's hyperparameter view.
+
+        Args:
+            hparams: flat name -> value (str/int/float/bool).
+            metrics: scalar tags to show against them.
+        """
+        self.writers["train"].add_hparams(hparams, metrics)
+
+    def close(self) -> None:
+        """Flush and close both writers."""
+        for w in self.writers.values():
+            w.close()
