@@ -209,7 +209,7 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     for key, value in data.items():
         if key not in fields:
             raise ConfigError(
-                f"unknown key {prefix}{key!r}: {_closest(str(key), list(fields))}"
+                f"unknown key '{prefix}{key}': {_closest(str(key), list(fields))}"
                 f"valid keys{' in ' + where if prefix else ''} are: {', '.join(fields)}."
             )
         tp = hints[key]
