@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         Process exit code.
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    runtime.COMMAND[:] = ["paddle-cnn", *argv]
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 # Filled by setup(); written into every run directory's env.json.
 DECISIONS: dict[str, object] = {}
+# The command that started the run; the CLI sets it (sys.argv is the test runner's under pytest).
+COMMAND: list[str] = list(sys.argv)
 
 
 def available_cores() -> int:
@@ -143,6 +145,6 @@ def environment_record(device: str) -> dict:
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "mkl_debug_cpu_type": os.environ.get("MKL_DEBUG_CPU_TYPE"),
         "runtime_decisions": dict(DECISIONS),
-        "command": sys.argv,
+        "command": COMMAND,
         "git_commit": git_commit(),
     }
