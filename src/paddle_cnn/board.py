@@ -112,7 +112,9 @@ def server_command(logdir_name: str, host: str, port: int, language: str) -> lis
         The argv list for subprocess.
     """
     # visualdl has no __main__; its console script calls visualdl.server.app:main, as this does.
-    return [sys.executable, "-m", "visualdl.server.app", "--logdir", logdir_name,
+    # -I (isolated): the server runs in the user's directory, and a plain -m would put that on
+    # sys.path, so a user's grp.py or flask.py there would be imported instead of the real module.
+    return [sys.executable, "-I", "-m", "visualdl.server.app", "--logdir", logdir_name,
             "--host", host, "--port", str(port), "--language", language,
             "--public-path", PUBLIC_PATH, "--disable-telemetry"]
 
@@ -248,14 +250,17 @@ def run_board(logdir: str = "outputs", host: str = "127.0.0.1", port: int | str 
         language: UI language, one of VISUALDL_LANGUAGES.
 
     Returns:
-        0 after Ctrl-C, 1 if the server stopped by itself.
+        0 after Ctrl-C, 130 for Ctrl-C during start-up, 1 if the server stopped by itself.
     """
-    proc, url = start_server(logdir, host, parse_port(port, host), language)
-    print(f"VisualDL serving {logdir} at {url}{SCALAR_PAGE}  (Ctrl-C to stop)", flush=True)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"note: bound to {host}, so other machines on the network can open the board",
-              file=sys.stderr, flush=True)
     try:
+        proc, url = start_server(logdir, host, parse_port(port, host), language)
+    except KeyboardInterrupt:  # start_server has already stopped the server
+        return 130
+    try:
+        print(f"VisualDL serving {logdir} at {url}{SCALAR_PAGE}  (Ctrl-C to stop)", flush=True)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            print(f"note: bound to {host}, so other machines on the network can open the board",
+                  file=sys.stderr, flush=True)
         proc.wait()
     except KeyboardInterrupt:
         pass

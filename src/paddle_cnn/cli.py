@@ -51,6 +51,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config")
     _config_args(p)
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("compare", help="train variants of a base config side by side and compare them")
+    p.add_argument("config", help="comparison YAML (base:, vary: or variants:, seeds:)")
+    _config_args(p)
+    p.add_argument("--output-dir", help="comparison directory (default: <output.dir>/<comparison name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace a comparison directory that exists")
+    p.add_argument("--resume", action="store_true", help="keep finished variant runs and resume unfinished ones")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("bench", help="training images/s of the real training step vs PyTorch and sgemm")
+    p.add_argument("--models", default="lenet,resnet18,resnet18_plain",
+                   help="comma-separated registry names, optionally name:stem (e.g. resnet18:cifar)")
+    p.add_argument("--batch", type=int, default=128, help="images per training step")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per repetition")
+    p.add_argument("--repeats", type=int, default=3, help="repetitions; the median is reported")
+    p.add_argument("--json", help="also write the results as JSON to this file")
+    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
+    p.add_argument("--ops", action="store_true", help="time the from-scratch operators against paddle's instead")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("board", help="start VisualDL on the runs (127.0.0.1 only unless --host is given)")
+    p.add_argument("logdir", nargs="?", default="outputs", help="folder of runs (default: outputs)")
+    p.add_argument("--port", default="8040", help="port, or 0 for a free one")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes it to the network")
+    p.add_argument("--language", default="en", choices=["en", "zh"], help="UI language")
+    p.set_defaults(func=cmd_board)
+
+    p = sub.add_parser("predict", help="predict with a run's best checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("--images", nargs="+", metavar="PATH", help="image files (PNG/JPG, any size, grey or colour)")
+    p.add_argument("--split", choices=["test", "dev"], default="test", help="dataset split when no --images")
+    p.add_argument("--count", type=int, default=16, help="dataset samples to show")
+    p.set_defaults(func=cmd_predict)
     return parser
 
 
@@ -181,3 +214,46 @@ def cmd_report(args) -> int:
     text, _ = model_report(build_network(cfg), (cfg.model.in_channels, size, size))
     print(text)
     return 0
+
+
+def cmd_compare(args) -> int:
+    """`paddle-cnn compare`: run every variant and seed, then write the comparison."""
+    from .compare import load_comparison
+
+    comparison = load_comparison(args.config, args.override)
+    runtime.setup(comparison.base.runtime.threads)
+    from .compare import run_comparison
+
+    out_dir = Path(args.output_dir) if args.output_dir else comparison.default_dir()
+    try:
+        summary = run_comparison(comparison, out_dir, overwrite=args.overwrite, resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished variants are kept in {out_dir}.\n"
+              f"resume with: paddle-cnn compare {args.config} --output-dir {out_dir} --resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(summary)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    """`paddle-cnn bench`: speed of the real training step against PyTorch and numpy's sgemm."""
+    runtime.setup()
+    from .bench import run_bench_cli
+
+    return run_bench_cli(args)
+
+
+def cmd_board(args) -> int:
+    """`paddle-cnn board`: serve the VisualDL logs."""
+    runtime.setup()
+    from .board import run_board
+
+    return run_board(args.logdir, args.host, args.port, args.language)
+
+
+def cmd_predict(args) -> int:
+    """`paddle-cnn predict`: predictions of a run's best checkpoint."""
+    runtime.setup()
+    from .predict import run_predict
+
+    return run_predict(args)

@@ -63,6 +63,54 @@ def build_network(cfg: Config):
     return build_model(cfg.model.name, **cfg.model.options())
 
 
+def initialize_from(net, state: dict, source: str, log=print) -> list[str]:
+    """Copy every tensor whose name and shape match from a state_dict into net.
+
+    Used for fine-tuning (model.init_from) and by comparisons, so that variants start from the
+    same weights in the layers they share.
+
+    Args:
+        net: the network to initialise.
+        state: a state_dict.
+        source: where it came from, for the log line.
+        log: where the summary goes.
+    Returns:
+        Names of net's tensors that were NOT initialised from state.
+    """
+    own = net.state_dict()
+    matched = {k: v for k, v in state.items() if k in own and list(v.shape) == list(own[k].shape)}
+    net.set_state_dict(matched)
+    skipped = sorted(set(own) - set(matched))
+    log(f"initialised {len(matched)}/{len(own)} tensors from {source}"
+        + (f"; kept fresh: {', '.join(skipped[:8])}{' ...' if len(skipped) > 8 else ''}" if skipped else ""))
+    return skipped
+
+
+def freeze(net, prefixes: list[str]) -> list[str]:
+    """Stop training every parameter whose name starts with one of the prefixes.
+
+    Args:
+        net: the network.
+        prefixes: layer names such as "stem" or "layer1" (model.freeze).
+    Returns:
+        The frozen parameter names. Raises ConfigError for a prefix that matches nothing.
+    """
+    from .errors import ConfigError
+
+    frozen = []
+    for prefix in prefixes:
+        names = [n for n, _ in net.named_parameters() if n == prefix or n.startswith(prefix + ".")]
+        if not names:
+            tops = sorted({n.split(".")[0] for n, _ in net.named_parameters()})
+            raise ConfigError(f"model.freeze: {prefix!r} names no layer of {type(net).__name__}; "
+                              f"top-level layers are: {', '.join(tops)}.")
+        frozen += names
+    for name, param in net.named_parameters():
+        if name in frozen:
+            param.stop_gradient = True
+    return frozen
+
+
 def prepare_model(cfg: Config, net, input_shape, steps_per_epoch: int) -> paddle.Model:
     """Wrap a network in paddle.Model and prepare optimizer, loss and accuracy.
 
@@ -284,7 +332,7 @@ def _start_run(cfg: Config, run_dir: Path, model: paddle.Model, report: tuple, r
     return Progress(meta["epoch"], meta["global_step"], meta["best_acc"], meta["best_epoch"], list(meta["rows"]))
 
 
-def train(cfg: Config, run_dir: Path, resume: bool = False, log=print) -> dict:
+def train(cfg: Config, run_dir: Path, resume: bool = False, log=print, init_state: dict | None = None) -> dict:
     """Train a model as configured, evaluate its best checkpoint on the test split.
 
     Args:
@@ -292,6 +340,7 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, log=print) -> dict:
         run_dir: the run directory (prepared by the caller: new, or holding a run to resume).
         resume: continue from run_dir's last checkpoint.
         log: where progress lines go.
+        init_state: initial weights for the tensors whose names and shapes match (comparisons).
     Returns:
         The results dict also written to results.json.
     """
@@ -303,6 +352,12 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, log=print) -> dict:
     shape = tuple(splits["train"].images.shape[1:])
     report = model_report(build_network(cfg), shape)  # a separate instance: summary runs a forward
     net = build_network(cfg)
+    if init_state is not None and not resume:
+        initialize_from(net, init_state, "the comparison's shared initialisation", log)
+    if cfg.model.init_from and not resume:
+        source = Path(cfg.model.init_from) / BEST
+        initialize_from(net, load_file(source), str(source), log)
+    freeze(net, cfg.model.freeze)
     model = prepare_model(cfg, net, shape, len(loaders["train"]))
     progress = _start_run(cfg, run_dir, model, report, resume)
     fileio.write_json(run_dir / "env.json", {**environment_record(device), "resumed": resume})
