@@ -278,12 +278,13 @@ def test_run_board_serves_until_ctrl_c_then_stops_the_server(logs):
 
 
 def test_user_modules_beside_the_logdir_are_not_imported(logs, tmp_path):
-    """The server runs in the logdir's parent; a user's flask.py there must not replace Flask."""
+    """The server runs in the logdir's parent; a user's flask.py there must not replace Flask (port 0: any free port)."""
     shutil.copytree(logs[0], tmp_path / "outputs")
     (tmp_path / "flask.py").write_text('raise SystemExit("user flask.py was imported")\n')
-    proc, url = board.start_server(str(tmp_path / "outputs"), port=board.free_port())
+    proc, url = board.start_server(str(tmp_path / "outputs"), port=0)
     try:
         assert sorted(_api(url, "runs")) == sorted(logs[1])
+        assert not url.endswith(":0")  # port 0 became the real port it serves on
     finally:
         board.stop_server(proc)
 

@@ -153,7 +153,7 @@ def start_server(logdir: str, host: str = "127.0.0.1", port: int = 8040, languag
     Args:
         logdir: directory holding run directories (or one run directory) with VisualDL logs.
         host: address to bind; the loopback default keeps the board off the network.
-        port: port to bind (use parse_port for 0/'auto').
+        port: port to bind; 0 picks a free one (parse_port also takes 'auto').
         language: UI language, one of VISUALDL_LANGUAGES.
         timeout: seconds to wait for the first HTTP answer.
 
@@ -164,6 +164,7 @@ def start_server(logdir: str, host: str = "127.0.0.1", port: int = 8040, languag
         raise UserError(f"board language {language!r} is not supported by VisualDL: use one of "
                         f"{', '.join(VISUALDL_LANGUAGES)}.")
     root = _find_logs(logdir)
+    port = port or free_port(host)  # VisualDL would bind 0 to a port we could not know
     _check_port_free(host, port)
     # Run from the parent so VisualDL names runs '<logdir>/<run>/vdl/train', as `visualdl --logdir` would.
     cwd, name = (root.parent, root.name) if root.name else (root, ".")
