@@ -130,3 +130,26 @@ def test_option_a_model_does_not_take_is_rejected():
 
     with pytest.raises(ConfigError, match="model.use_residual is set but model 'lenet'"):
         build_model("lenet", use_residual=True)
+
+
+@pytest.mark.parametrize("path", [p for p in SHIPPED if _is_comparison(p)], ids=lambda p: p.name)
+def test_every_shipped_comparison_loads_with_all_variant_configs(path):
+    from paddle_cnn.compare import load_comparison
+
+    comparison = load_comparison(path)
+    assert len(comparison.variants) >= 2 and comparison.seeds
+    for variant in comparison.variants:
+        assert comparison.config(variant, comparison.seeds[0]).model.name in model_names()
+
+
+@pytest.mark.parametrize("text, value", [("optimizer.lr=1e-3", 1e-3), ("optimizer.lr=5E-4", 5e-4),
+                                         ("optimizer.lr=.5", 0.5), ("optimizer.lr=2", 2.0)])
+def test_scientific_notation_is_a_number(text, value):
+    assert build_config({}, [text]).optimizer.lr == value
+
+
+def test_scientific_notation_in_a_file(tmp_path):
+    path = tmp_path / "sci.yaml"
+    path.write_text("optimizer:\n  lr: 1e-4\n  weight_decay: 5e-4\n")
+    cfg = load_config(path)
+    assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (1e-4, 5e-4)

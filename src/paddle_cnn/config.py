@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -136,6 +137,32 @@ class Config:
     output: OutputConfig = field(default_factory=OutputConfig)
 
 
+class _Loader(yaml.SafeLoader):
+    """yaml.SafeLoader that also reads 1e-3 as a float (YAML 1.1 needs a dot: 1.0e-3)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def safe_load(text: str):
+    """yaml.safe_load with YAML 1.2 floats (1e-3); never constructs Python objects.
+
+    Args:
+        text: YAML text.
+    Returns:
+        The plain data.
+    """
+    return yaml.load(text, Loader=_Loader)
+
+
 def _closest(key: str, valid: list[str]) -> str:
     match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     return f"did you mean {match[0]!r}? " if match else ""
@@ -233,7 +260,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip() or any(not p for p in key.strip().split(".")):
         raise ConfigError(f"override {text!r} does not parse: write it as section.key=value, e.g. optimizer.lr=0.01.")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_load(raw) if raw.strip() else None
     except yaml.YAMLError as exc:
         raise ConfigError(f"override {text!r}: the value is not valid YAML ({exc.problem}).") from None
     return key.strip().split("."), value
@@ -270,7 +297,7 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist (or is not a file); check the path.")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -314,7 +314,9 @@ def _hparams(cfg: Config) -> dict:
     values = {"model": m.name, "use_residual": m.use_residual, "activation": m.activation, "optimizer": o.name,
               "lr": o.lr, "weight_decay": o.weight_decay, "schedule": cfg.schedule.name,
               "batch_size": cfg.train.batch_size, "epochs": cfg.train.epochs, "seed": cfg.train.seed}
-    return {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in values.items()}
+    # VisualDL's hparams record rejects bools (an int subclass) and None: send those as text.
+    return {k: (v if isinstance(v, (int, float, str)) and not isinstance(v, bool) else str(v))
+            for k, v in values.items()}
 
 
 def _start_run(cfg: Config, run_dir: Path, model: paddle.Model, report: tuple, resume: bool) -> Progress:

@@ -80,8 +80,6 @@ def setup(threads: int | None = None, environ: dict | None = None) -> dict:
     decisions["mkl_debug_cpu_type"] = env.get("MKL_DEBUG_CPU_TYPE")
     decisions["cpu_vendor"] = vendor
     decisions["cores"] = available_cores()
-    # VisualDL phones home by default; this project never wants that.
-    env.setdefault("VISUALDL_DISABLE_TELEMETRY", "1")
     if environ is None:
         DECISIONS.clear()
         DECISIONS.update(decisions)

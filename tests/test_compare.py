@@ -1,0 +1,147 @@
+"""`paddle-cnn compare`: loading, identical conditions across variants, output files, resume."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import paddle
+import pytest
+import yaml
+
+from paddle_cnn.cli import main
+from paddle_cnn.compare import load_comparison
+from paddle_cnn.errors import ConfigError
+
+VARIANTS = ["use_residual-true", "use_residual-false"]
+
+
+def _write_comparison(tmp_path: Path, data_root: Path, **extra) -> Path:
+    from conftest import tiny_config
+
+    base = tiny_config(data_root, model={"name": "resnet18", "stem": "imagenet", "in_channels": 1},
+                       data={"train_size": 100, "dev_size": 100, "test_size": 100},
+                       train={"epochs": 1, "batch_size": 50, "log_every": 1})
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    spec = {"base": "base.yaml", "vary": {"model.use_residual": [True, False]}, "seeds": [0, 1], **extra}
+    path = tmp_path / "cmp.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def comparison_dir(tmp_path_factory, data_root):
+    """A finished 2-variant x 2-seed comparison with a learning rate too small to move the weights."""
+    tmp = tmp_path_factory.mktemp("cmp")
+    # SGD with lr 1e-12: trained weights stay equal to the initial ones to ~1e-9, so shared-layer
+    # equality at the end is equality at the start.
+    path = _write_comparison(tmp, data_root, overrides={"optimizer.name": "sgd", "optimizer.lr": 1e-12})
+    out = tmp / "out"
+    assert main(["compare", str(path), "--output-dir", str(out)]) == 0
+    return out, path
+
+
+def test_every_variant_and_seed_is_a_run_directory(comparison_dir):
+    out, _ = comparison_dir
+    for variant in VARIANTS:
+        for seed in (0, 1):
+            run = out / variant / f"seed{seed}"
+            assert (run / "results.json").is_file() and (run / "checkpoints" / "best.pdparams").is_file()
+            assert list((run / "vdl" / "train").glob("vdlrecords*")), "VisualDL run per variant/seed"
+            assert yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"] == seed
+
+
+def test_comparison_files(comparison_dir):
+    out, _ = comparison_dir
+    data = json.loads((out / "comparison.json").read_text())
+    assert [v["label"] for v in data["variants"]] == ["use_residual=true", "use_residual=false"]
+    for v in data["variants"]:
+        assert len(v["test_acc"]["values"]) == 2 and v["test_samples"] == 100
+        assert {"best_dev_acc", "final_dev_acc", "best_epoch", "final_train_loss", "train_seconds",
+                "images_per_s", "macs", "trainable_params"} <= set(v)
+    md = (out / "comparison.md").read_text()
+    assert "| use_residual=true |" in md and "±" in md and "100 images" in md
+    assert (out / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plain_variant_lacks_exactly_the_projection_shortcuts(comparison_dir):
+    out, _ = comparison_dir
+    variants = json.loads((out / "comparison.json").read_text())["variants"]
+    residual, plain = variants[0]["trainable_params"], variants[1]["trainable_params"]
+    # Three 1x1 projections (64->128, 128->256, 256->512) without bias, each with a BatchNorm (2c).
+    projections = (64 * 128 + 2 * 128) + (128 * 256 + 2 * 256) + (256 * 512 + 2 * 512)
+    assert residual - plain == projections
+
+
+def _weights(run: Path) -> dict:
+    return {k: v.numpy() for k, v in paddle.load(str(run / "checkpoints" / "best.pdparams")).items()}
+
+
+def test_shared_layers_start_identical_across_variants(comparison_dir):
+    out, _ = comparison_dir
+    for seed in (0, 1):
+        res = _weights(out / VARIANTS[0] / f"seed{seed}")
+        plain = _weights(out / VARIANTS[1] / f"seed{seed}")
+        # Trainable tensors only: BatchNorm running statistics legitimately move with the data.
+        shared = [k for k in plain if k.endswith(("weight", "bias"))]
+        # 17 convs, 17 BatchNorms (gamma, beta), fc weight and bias; the residual arm has more (shortcuts).
+        assert len(shared) == 17 + 17 * 2 + 2 and set(res) - set(plain)
+        for key in shared:
+            np.testing.assert_allclose(res[key], plain[key], atol=1e-7, err_msg=key)
+    # ...while different seeds do start differently.
+    a, b = _weights(out / VARIANTS[0] / "seed0"), _weights(out / VARIANTS[0] / "seed1")
+    assert not np.allclose(a["layer1.0.conv1.weight"], b["layer1.0.conv1.weight"])
+
+
+def test_variants_see_the_same_data(comparison_dir):
+    out, _ = comparison_dir
+    for seed in (0, 1):
+        counts = {json.loads((out / v / f"seed{seed}" / "results.json").read_text())["train_samples"] for v in VARIANTS}
+        configs = [yaml.safe_load((out / v / f"seed{seed}" / "config.yaml").read_text()) for v in VARIANTS]
+        assert counts == {100}
+        assert configs[0]["data"] == configs[1]["data"] and configs[0]["train"] == configs[1]["train"]
+        assert configs[0]["model"]["use_residual"] is True and configs[1]["model"]["use_residual"] is False
+
+
+def test_existing_comparison_is_refused_then_resumed_without_retraining(comparison_dir, capsys):
+    out, path = comparison_dir
+    results = out / VARIANTS[0] / "seed0" / "results.json"
+    before = results.stat().st_mtime_ns
+    assert main(["compare", str(path), "--output-dir", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["compare", str(path), "--output-dir", str(out), "--resume"]) == 0
+    assert results.stat().st_mtime_ns == before
+    assert "(finished)" in capsys.readouterr().out
+
+
+def test_any_axis_and_explicit_variants(tmp_path, data_root):
+    path = _write_comparison(tmp_path, data_root)
+    data = yaml.safe_load(path.read_text())
+    data["vary"] = {"optimizer.name": ["sgd", "adam"], "optimizer.lr": [0.1, 0.01]}
+    path.write_text(yaml.safe_dump(data))
+    cmp = load_comparison(path)
+    assert len(cmp.variants) == 4
+    configs = [cmp.config(v, 0) for v in cmp.variants]
+    assert {(c.optimizer.name, c.optimizer.lr) for c in configs} == {("sgd", 0.1), ("sgd", 0.01), ("adam", 0.1),
+                                                                    ("adam", 0.01)}
+    del data["vary"]
+    data["variants"] = [{"label": "lenet", "model.name": "lenet"}, {"model.name": "resnet18", "model.stem": "cifar"}]
+    path.write_text(yaml.safe_dump(data))
+    cmp = load_comparison(path)
+    assert [v.label for v in cmp.variants] == ["lenet", "name=resnet18,stem=cifar"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"vary": {"model.use_residal": [True, False]}}, "did you mean 'use_residual'"),
+    ({"seed": [0]}, "did you mean 'seeds'"),
+    ({"vary": {"model.use_residual": True}}, "non-empty lists"),
+    ({"seeds": "0"}, "list of integers"),
+    ({"vary": {"optimizer.lr": [0.1, -1]}}, "optimizer.lr"),
+])
+def test_bad_comparisons_fail_before_training(tmp_path, data_root, change, message):
+    path = _write_comparison(tmp_path, data_root)
+    data = {**yaml.safe_load(path.read_text()), **change}
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=message):
+        load_comparison(path)
