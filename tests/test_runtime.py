@@ -1,0 +1,99 @@
+"""runtime.setup: thread count and MKL switch decided before paddle loads; user settings win."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from paddle_cnn import runtime
+
+
+@pytest.fixture
+def intel(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_vendor", lambda: "GenuineIntel")
+
+
+def test_threads_default_to_available_cores(monkeypatch, intel):
+    monkeypatch.setattr(runtime, "available_cores", lambda: 7)
+    env = {}
+    decisions = runtime.setup(environ=env)
+    assert env["OMP_NUM_THREADS"] == "7"
+    assert decisions["threads"] == 7 and decisions["threads_source"] == "all available cores"
+
+
+def test_available_cores_follows_affinity():
+    assert runtime.available_cores() == len(os.sched_getaffinity(0))
+
+
+def test_user_threads_are_kept(intel):
+    env = {"OMP_NUM_THREADS": "3"}
+    decisions = runtime.setup(environ=env)
+    assert env["OMP_NUM_THREADS"] == "3" and decisions["threads_source"] == "environment OMP_NUM_THREADS"
+
+
+def test_config_threads_win_over_environment(intel):
+    env = {"OMP_NUM_THREADS": "3"}
+    decisions = runtime.setup(threads=5, environ=env)
+    assert env["OMP_NUM_THREADS"] == "5" and decisions["threads_source"] == "config runtime.threads"
+
+
+def test_setup_with_a_dict_leaves_the_process_alone(intel):
+    before = (os.environ.get("OMP_NUM_THREADS"), dict(runtime.DECISIONS))
+    runtime.setup(threads=9, environ={})
+    assert (os.environ.get("OMP_NUM_THREADS"), dict(runtime.DECISIONS)) == before
+
+
+@pytest.mark.parametrize("vendor,expected", [("AuthenticAMD", "5"), ("GenuineIntel", None), ("unknown", None)])
+def test_mkl_switch_only_on_amd(monkeypatch, vendor, expected):
+    monkeypatch.setattr(runtime, "cpu_vendor", lambda: vendor)
+    env = {}
+    decisions = runtime.setup(environ=env)
+    assert env.get("MKL_DEBUG_CPU_TYPE") == expected
+    assert decisions["cpu_vendor"] == vendor
+
+
+def test_mkl_switch_never_overrides_the_user(monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_vendor", lambda: "AuthenticAMD")
+    env = {"MKL_DEBUG_CPU_TYPE": "4"}
+    decisions = runtime.setup(environ=env)
+    assert env["MKL_DEBUG_CPU_TYPE"] == "4" and decisions["mkl_debug_cpu_type_source"] == "environment"
+
+
+def _env_without_threads() -> dict:
+    env = dict(os.environ)
+    env.pop("OMP_NUM_THREADS", None)  # conftest's setup put it into this process's environment
+    return env
+
+
+def test_fresh_process_gets_all_cores():
+    code = ("from paddle_cnn import runtime; runtime.setup(); import paddle, os; "
+            "print(os.environ['OMP_NUM_THREADS'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env=_env_without_threads(), check=True).stdout
+    assert out.strip().splitlines()[-1] == str(len(os.sched_getaffinity(0)))
+
+
+# Runs the real `python -m paddle_cnn report CONFIG` and reports, after it finished, the thread
+# setting the process ran with and whether paddle had been imported before setup().
+_REPORT_PROBE = """
+import json, os, runpy, sys
+sys.argv = ["paddle_cnn", "report", sys.argv[1]]
+try:
+    runpy.run_module("paddle_cnn", run_name="__main__")
+finally:
+    from paddle_cnn import runtime
+    print("PROBE" + json.dumps({"omp": os.environ.get("OMP_NUM_THREADS"), **runtime.DECISIONS}))
+"""
+
+
+def test_report_command_runs_with_all_cores(write_config):
+    proc = subprocess.run([sys.executable, "-c", _REPORT_PROBE, str(write_config())], capture_output=True,
+                          text=True, timeout=180, env=_env_without_threads())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Total" in proc.stdout  # the report itself was printed
+    probe = json.loads(proc.stdout.split("PROBE", 1)[1])
+    cores = len(os.sched_getaffinity(0))
+    assert probe["omp"] == str(cores) and probe["threads"] == cores
+    assert probe["paddle_already_imported"] is False
