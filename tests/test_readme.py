@@ -1,0 +1,57 @@
+"""The README stays true to the code: every config key, every command, the CI's install and test steps."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+
+from paddle_cnn.cli import build_parser
+from paddle_cnn.config import Config
+from paddle_cnn.registry import model_names
+
+REPO = Path(__file__).resolve().parents[1]
+README = (REPO / "README.md").read_text()
+
+
+def _keys(cls, prefix=""):
+    """(dotted key, default) of every leaf field of a config dataclass."""
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if dataclasses.is_dataclass(default):
+            yield from _keys(type(default), f"{prefix}{f.name}.")
+        else:
+            yield prefix + f.name, default
+
+
+def _yaml_text(value) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    return str(value)
+
+
+def test_config_reference_lists_every_key_with_its_default():
+    for key, default in _keys(Config):
+        row = re.search(rf"^\| `{re.escape(key)}` \| `([^`]*)` \|", README, re.M)
+        assert row, f"README config reference lacks {key}"
+        shown = _yaml_text(default)
+        assert row.group(1) == shown, f"{key}: README says {row.group(1)}, code says {shown}"
+
+
+def test_every_registered_model_is_named_in_the_reference():
+    row = re.search(r"^\| `model.name` .*$", README, re.M).group(0)
+    for name in model_names():
+        assert f"`{name}`" in row, name
+
+
+def test_every_subcommand_is_documented():
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in sub.choices:
+        assert f"`paddle-cnn {name}" in README, name
+
+
+def test_ci_runs_the_readme_install_and_test_commands():
+    ci = (REPO / ".ci" / "run").read_text()
+    assert 'pip install -e ".[dev]"' in README and 'pip install --quiet -e ".[dev]"' in ci
+    assert "python -m pytest" in README and re.search(r"^python -m pytest$", ci, re.M)
+    assert "bash scripts/install_browser.sh" in README and "bash scripts/install_browser.sh" in ci
