@@ -47,6 +47,8 @@ class DataConfig:
     dev_size: int = field(default=5000, metadata={"min": 1})
     dev_split: Literal["random", "tail"] = "random"
     test_size: int | None = field(default=None, metadata={"min": 1})
+    # Labels to keep (e.g. [5, 6, 7, 8, 9] for fine-tuning), remapped to 0..k-1 in this order.
+    classes: list[int] | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -106,6 +108,9 @@ class TrainConfig:
     eval_batch_size: int = field(default=500, metadata={"min": 1})
     seed: int = 0
     log_every: int = field(default=50, metadata={"min": 1})
+    # Every log_every steps, the L2 norm of each conv/linear weight's gradient to VisualDL
+    # (grad_norm/<param>): makes vanishing gradients visible layer by layer.
+    log_grad_norms: bool = False
 
 
 @dataclass
@@ -357,6 +362,20 @@ def _check_semantics(cfg: Config, source: str) -> None:
             )
     if d.std is not None and any(s <= 0 for s in d.std):
         raise ConfigError(f"{source}: data.std values must be positive, got {d.std}.")
+    if d.classes is not None:
+        _check_classes(d.classes, cfg.model.num_classes, source)
+
+
+def _check_classes(classes: list[int], num_classes: int, source: str) -> None:
+    """data.classes must name distinct dataset labels, one per model output."""
+    # Both datasets (MNIST, CIFAR-10) have the ten labels 0..9.
+    if any(not 0 <= c <= 9 for c in classes) or len(set(classes)) != len(classes):
+        raise ConfigError(f"{source}: data.classes must list distinct labels from 0 to 9 (both datasets have "
+                          f"ten classes), got {classes}; null keeps every class.")
+    if len(classes) != num_classes:
+        raise ConfigError(f"{source}: data.classes keeps {len(classes)} classes but model.num_classes is "
+                          f"{num_classes}; set model.num_classes: {len(classes)} (labels are remapped to "
+                          f"0..{len(classes) - 1} in the order given).")
 
 
 def _deep_copy(data: Any) -> Any:

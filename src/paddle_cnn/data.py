@@ -279,6 +279,36 @@ def split_indices(n_train_pool: int, cfg: DataConfig, seed: int) -> tuple[np.nda
     return np.sort(pool[:n_train]), np.sort(dev)
 
 
+def keep_classes(images: np.ndarray, labels: np.ndarray, classes: list[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Keep only the images of the given labels, relabelled 0..k-1 in the order given (data.classes).
+
+    Args:
+        images: (N, ...) images.
+        labels: (N,) dataset labels.
+        classes: labels to keep; None keeps everything unchanged.
+    Returns:
+        (images, labels) of the kept samples, in file order.
+    """
+    if classes is None:
+        return images, labels
+    remap = np.full(max(int(labels.max()), *classes) + 1, -1, dtype="int64")
+    remap[classes] = np.arange(len(classes))
+    keep = remap[labels] >= 0
+    return images[keep], remap[labels[keep]]
+
+
+def class_names(cfg: DataConfig) -> list[str]:
+    """Names of the model's output classes, following data.classes.
+
+    Args:
+        cfg: the data section.
+    Returns:
+        Name of label i at index i.
+    """
+    names = CLASS_NAMES[cfg.name]
+    return [names[c] for c in cfg.classes] if cfg.classes is not None else names
+
+
 def load_splits(cfg: DataConfig, in_channels: int, seed: int) -> dict[str, Split]:
     """Read and preprocess train, dev and test splits.
 
@@ -290,8 +320,8 @@ def load_splits(cfg: DataConfig, in_channels: int, seed: int) -> dict[str, Split
         {"train": Split, "dev": Split, "test": Split}.
     """
     loader = _load_mnist if cfg.name == "mnist" else _load_cifar10
-    train_x, train_y = loader(cfg, "train")
-    test_x, test_y = loader(cfg, "test")
+    train_x, train_y = keep_classes(*loader(cfg, "train"), cfg.classes)
+    test_x, test_y = keep_classes(*loader(cfg, "test"), cfg.classes)
     train_idx, dev_idx = split_indices(len(train_x), cfg, seed)
     n_test = _take(cfg.test_size, len(test_x), "data.test_size", f"the {cfg.name} test file")
     return {

@@ -25,7 +25,7 @@ from . import fileio
 from .checkpoint import BEST, load_checkpoint, load_file, load_weights, save_best, save_checkpoint
 from .config import Config, dump_yaml, to_dict
 from .errors import TrainingFailed
-from .data import CLASS_NAMES, BatchLoader, dataset_stats, load_splits
+from .data import BatchLoader, class_names, dataset_stats, load_splits
 from .registry import build_model
 from .report import model_report, plot_curves
 from .runtime import environment_record, select_device
@@ -167,6 +167,43 @@ class LossMeter(paddle.callbacks.Callback):
 
     def on_eval_batch_end(self, step, logs=None):
         self.add(logs)
+
+
+class GradNormProbe(paddle.callbacks.Callback):
+    """Every `every` steps, the L2 norm of each conv/linear weight's gradient, to VisualDL (train.log_grad_norms).
+
+    hapi's train_batch clears the gradients before any callback sees the batch, so a tensor hook
+    on each weight reads its gradient as backward produces it; off logging steps the hooks return
+    at once, so the cost is a Python call per weight per step.
+    """
+
+    def __init__(self, net, vdl: VdlLogger, progress: Progress, every: int):
+        super().__init__()
+        self.vdl, self.progress, self.every = vdl, progress, every
+        self.norms, self.step = {}, 0
+        # Conv kernels are 4-D and dense matrices 2-D; biases and BatchNorm scales (1-D) are left out.
+        self.handles = [p.register_hook(self._hook(name)) for name, p in net.named_parameters()
+                        if name.endswith("weight") and len(p.shape) >= 2 and not p.stop_gradient]
+
+    def _hook(self, name: str):
+        def hook(grad):
+            if self.step:
+                self.norms[name] = float(paddle.linalg.norm(grad))
+        return hook
+
+    def on_train_batch_begin(self, step, logs=None):
+        # The step number this batch will get, independent of whether RunRecorder has counted it yet.
+        upcoming = self.progress.global_step + 1
+        self.step, self.norms = (upcoming if upcoming % self.every == 0 else 0), {}
+
+    def on_train_batch_end(self, step, logs=None):
+        if self.step and self.norms:
+            self.vdl.grad_norms(self.step, self.norms)
+        self.step = 0
+
+    def on_train_end(self, logs=None):
+        for handle in self.handles:
+            handle.remove()
 
 
 def evaluate_split(model: paddle.Model, loader: BatchLoader) -> dict:
@@ -368,14 +405,17 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, log=print, init_stat
     vdl = VdlLogger(run_dir, (progress.epoch, progress.global_step) if resume else None, progress.rows)
     if not resume:
         mean, std = dataset_stats(cfg.data, cfg.model.in_channels)
-        vdl.sample_images(splits["train"].images[:8], splits["train"].labels[:8], CLASS_NAMES[cfg.data.name], mean, std)
+        vdl.sample_images(splits["train"].images[:8], splits["train"].labels[:8], class_names(cfg.data), mean, std)
         vdl.hparams(_hparams(cfg), ["epoch/acc", "epoch/loss"])
     recorder = RunRecorder(run_dir, cfg, loaders["train"], progress, vdl, log)
+    callbacks = [recorder, paddle.callbacks.LRScheduler(by_step=True, by_epoch=False)]
+    if cfg.train.log_grad_norms:
+        callbacks.append(GradNormProbe(net, vdl, progress, cfg.train.log_every))
     try:
         with sigterm_as_interrupt():
             if cfg.train.epochs > progress.epoch:
                 model.fit(loaders["train"], loaders["dev"], epochs=cfg.train.epochs - progress.epoch, verbose=0,
-                          callbacks=[recorder, paddle.callbacks.LRScheduler(by_step=True, by_epoch=False)])
+                          callbacks=callbacks)
     except NonFiniteLoss as exc:
         fileio.write_json(run_dir / "results.json", {"status": "failed", "reason": str(exc),
                                                      **_summary(progress)})

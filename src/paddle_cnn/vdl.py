@@ -1,7 +1,8 @@
 """VisualDL logging for one run: train and dev as two VisualDL runs, so their curves overlay.
 
 Layout: <run_dir>/vdl/train and <run_dir>/vdl/dev, scalar tags on an epoch axis (epoch/loss,
-epoch/acc in both; epoch/lr, epoch/images_per_s in train) plus step/loss per optimizer step.
+epoch/acc in both; epoch/lr, epoch/images_per_s in train) plus step/loss per optimizer step and,
+with train.log_grad_norms, grad_norm/<parameter> (L2 norm of that weight's gradient) on the step axis.
 VisualDL reads only the newest record file of a directory, so a resumed run rewrites the log:
 what the old file holds up to the resumed checkpoint is replayed into the new file, and nothing
 after it, so no epoch is duplicated or lost.
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 SPLITS = ("train", "dev")
+STEP_TAGS = ("step/", "grad_norm/")  # tags whose x axis is the global step, not the epoch
 
 
 def _read_until(path: str, last_epoch: int, last_step: int) -> list[tuple[str, int, float, int]]:
@@ -27,7 +29,7 @@ def _read_until(path: str, last_epoch: int, last_step: int) -> list[tuple[str, i
         reader = LogReader(file_path=path)
         rows = []
         for tag in reader.get_tags().get("scalar", []):
-            limit = last_step if tag.startswith("step/") else last_epoch
+            limit = last_step if tag.startswith(STEP_TAGS) else last_epoch
             rows += [(tag, r.id, r.value, r.timestamp) for r in reader.get_data("scalar", tag) if r.id <= limit]
         return rows
     except Exception:  # a record torn by kill -9: keep what metrics.jsonl can restore instead
@@ -68,6 +70,16 @@ class VdlLogger:
             loss: that batch's mean loss.
         """
         self.writers["train"].add_scalar("step/loss", loss, global_step)
+
+    def grad_norms(self, global_step: int, norms: dict[str, float]) -> None:
+        """Log the gradient L2 norm of each parameter for one optimizer step.
+
+        Args:
+            global_step: steps since the start of training (1-based).
+            norms: parameter name -> norm of its gradient in that step.
+        """
+        for name, value in norms.items():
+            self.writers["train"].add_scalar(f"grad_norm/{name}", value, global_step)
 
     def _epoch_scalars(self, split: str, row: dict) -> None:
         w, epoch = self.writers[split], row["epoch"]
