@@ -47,6 +47,42 @@ def cpu_vendor() -> str:
     return "unknown"
 
 
+def rank(environ: dict | None = None) -> int:
+    """This process's rank in a paddle.distributed.launch job (0 when not launched by it).
+
+    Read from the launcher's environment, so it works before paddle is imported.
+
+    Args:
+        environ: environment to read (default os.environ).
+    Returns:
+        The global rank.
+    """
+    return int((os.environ if environ is None else environ).get("PADDLE_TRAINER_ID") or 0)
+
+
+def world_size(environ: dict | None = None) -> int:
+    """Number of processes in the data-parallel job (1 when not launched by paddle.distributed.launch).
+
+    Args:
+        environ: environment to read (default os.environ).
+    Returns:
+        The world size.
+    """
+    return int((os.environ if environ is None else environ).get("PADDLE_TRAINERS_NUM") or 1)
+
+
+def local_world_size(environ: dict | None = None) -> int:
+    """Processes of the job on this machine (the launcher's --nproc_per_node).
+
+    Args:
+        environ: environment to read (default os.environ).
+    Returns:
+        The local process count, 1 outside the launcher.
+    """
+    env = os.environ if environ is None else environ
+    return int(env.get("PADDLE_LOCAL_SIZE") or world_size(env))
+
+
 def setup(threads: int | None = None, environ: dict | None = None) -> dict:
     """Choose thread count and MKL code path; must run before paddle is imported.
 
@@ -63,6 +99,10 @@ def setup(threads: int | None = None, environ: dict | None = None) -> dict:
         decisions["threads_source"] = "config runtime.threads"
     elif env.get("OMP_NUM_THREADS"):
         decisions["threads_source"] = "environment OMP_NUM_THREADS"
+    elif local_world_size(env) > 1:
+        # paddle.distributed.launch starts one process per slot on this machine: share the cores.
+        env["OMP_NUM_THREADS"] = str(max(1, available_cores() // local_world_size(env)))
+        decisions["threads_source"] = f"available cores / {local_world_size(env)} local processes"
     else:
         env["OMP_NUM_THREADS"] = str(available_cores())
         decisions["threads_source"] = "all available cores"
