@@ -30,8 +30,57 @@ def save_checkpoint(run_dir: Path, model: paddle.Model, meta: dict) -> None:
         model: the prepared paddle.Model (network and optimizer).
         meta: progress to restore (epoch, global_step, best_acc, best_epoch, rows).
     """
-    state = {"model": model.network.state_dict(), "optimizer": model._optimizer.state_dict(), "meta": meta}
+    state = {"model": model.network.state_dict(), "optimizer": optimizer_state(model), "meta": meta}
     fileio.paddle_save(state, Path(run_dir) / LAST)
+
+
+def _unique_to_structured(net: paddle.nn.Layer) -> dict[str, str]:
+    return {p.name: name for name, p in net.named_parameters()}
+
+
+def optimizer_state(model: paddle.Model) -> dict:
+    """The optimizer's state with keys by structured parameter name (e.g. `conv1.weight:velocity_0`).
+
+    Paddle keys optimizer state by parameter unique names (`conv2d_3.w_0_velocity_0`), which count
+    the layers created earlier in the process: a resume in another process, or after other models
+    were built (comparisons), would not find them. Structured names do not depend on that.
+
+    Args:
+        model: the prepared paddle.Model.
+    Returns:
+        The state dict, with `optimizer_keys: "structured"`.
+    """
+    names = _unique_to_structured(model.network)
+    by_length = sorted(names, key=len, reverse=True)  # longest first: conv2d_11 before conv2d_1
+    out = {"optimizer_keys": "structured"}
+    for key, value in model._optimizer.state_dict().items():
+        if key == "master_weights":
+            out[key] = {names.get(k, k): v for k, v in value.items()}
+            continue
+        unique = next((u for u in by_length if key.startswith(u + "_")), None)
+        out[key if unique is None else f"{names[unique]}:{key[len(unique) + 1:]}"] = value
+    return out
+
+
+def restore_optimizer(model: paddle.Model, state: dict) -> None:
+    """Load optimizer state written by optimizer_state into the model's optimizer.
+
+    Args:
+        model: the prepared paddle.Model, with the checkpoint's weights already loaded.
+        state: the saved optimizer state.
+    """
+    state = dict(state)
+    if state.pop("optimizer_keys", None) == "structured":
+        unique = {v: k for k, v in _unique_to_structured(model.network).items()}
+        restored = {}
+        for key, value in state.items():
+            if key == "master_weights":
+                restored[key] = {unique.get(k, k): v for k, v in value.items()}
+                continue
+            name, sep, rest = key.partition(":")
+            restored[f"{unique[name]}_{rest}" if sep and name in unique else key] = value
+        state = restored
+    model._optimizer.set_state_dict(state)
 
 
 def save_best(run_dir: Path, model: paddle.Model) -> None:

@@ -8,8 +8,11 @@ one paragraph with exit code 2; --debug shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 from . import runtime
@@ -97,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     runtime.COMMAND[:] = ["paddle-cnn", *argv]
+    # Paddle's import warns that ccache (used to build C++ extensions, which this project never does) is missing.
+    warnings.filterwarnings("ignore", message="No ccache found")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
@@ -127,67 +132,119 @@ def default_run_dir(cfg, config_path: str) -> Path:
     return Path(cfg.output.dir) / (cfg.output.name or Path(config_path).stem)
 
 
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+def _results(run_dir: Path) -> dict | None:
+    """A run's results.json (status "finished" or "failed"), None while it has none."""
+    try:
+        return json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def prepare_run_dir(run_dir: Path, overwrite: bool) -> Path | None:
     """Make sure a new run may be written to run_dir; never destroys a run unless asked to.
+
+    With overwrite, the old run is moved aside, not deleted yet, so that a new run that fails before
+    writing anything (missing data, a typo in the model name) can put it back (see _settle).
 
     Args:
         run_dir: the intended run directory.
         overwrite: the user passed --overwrite.
+    Returns:
+        Where the replaced run was moved, or None.
     """
     if run_dir.exists() and not run_dir.is_dir():
         raise RunDirError(f"{run_dir} exists and is not a directory; choose another --output-dir.")
+    replaced = None
     if run_dir.is_dir() and any(run_dir.iterdir()):
+        status = (_results(run_dir) or {}).get("status")
         if overwrite:
-            shutil.rmtree(run_dir)
-        elif (run_dir / "results.json").is_file():
-            raise RunDirError(f"{run_dir} already holds a finished run. Pass --overwrite to replace it, "
-                              f"or choose another --output-dir (or -o output.name=...).")
+            replaced = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}")
+            run_dir.rename(replaced)
+        elif status == "failed":
+            raise RunDirError(f"{run_dir} holds a run that failed (see its results.json). Continue it from its last "
+                              f"good epoch with `paddle-cnn train --resume {run_dir}` (-o optimizer.lr=... may be "
+                              f"given), or pass --overwrite to start again.")
+        elif status:
+            raise RunDirError(f"{run_dir} already holds a finished run. Pass --overwrite to replace it, train it "
+                              f"further with `paddle-cnn train --resume {run_dir} -o train.epochs=N`, or choose "
+                              f"another --output-dir (or -o output.name=...).")
         else:
             raise RunDirError(f"{run_dir} already holds an unfinished run. Continue it with "
                               f"`paddle-cnn train --resume {run_dir}`, or pass --overwrite to start again.")
     run_dir.mkdir(parents=True, exist_ok=True)
+    return replaced
 
 
 def _resume_config(run_dir: Path, overrides: list[str]):
     """The saved config of a run plus overrides; overrides that change the model or data are refused."""
     from .config import load_config, to_dict
 
-    if not (run_dir / "checkpoints" / "last.pdckpt").is_file():
-        raise RunDirError(f"{run_dir} has no checkpoint to resume from (checkpoints/last.pdckpt); "
-                          f"it never completed an epoch. Start it again with --overwrite.")
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(f"{run_dir} is not a run directory (no config.yaml), so there is nothing to resume; "
+                          f"start a run with `paddle-cnn train CONFIG`.")
     saved = load_config(run_dir / "config.yaml")
     cfg = load_config(run_dir / "config.yaml", overrides)
     for section in ("data", "model"):
         if to_dict(getattr(cfg, section)) != to_dict(getattr(saved, section)):
             raise RunDirError(f"--resume: overrides may not change {section}.* of a run ({run_dir}); "
                               f"start a new run instead.")
+    results = _results(run_dir) or {}
+    done = results.get("epochs_completed", 0)
+    if results.get("status") == "finished" and cfg.train.epochs <= done:
+        raise RunDirError(f"{run_dir} already finished its {done} epochs. To train it further, raise train.epochs: "
+                          f"`paddle-cnn train --resume {run_dir} -o train.epochs={done + 10}`.")
     return cfg
+
+
+def _settle(run_dir: Path, ours: bool, replaced: Path | None) -> bool:
+    """After a failed or interrupted train(): if the new run wrote nothing, undo making its directory.
+
+    Args:
+        run_dir: the run directory.
+        ours: this command created run_dir (or replaced what was there).
+        replaced: where a run replaced by --overwrite was moved, or None.
+    Returns:
+        True if run_dir was removed (and the replaced run put back).
+    """
+    if not ours or not run_dir.is_dir() or any(run_dir.iterdir()):
+        return False
+    run_dir.rmdir()
+    if replaced is not None:
+        replaced.rename(run_dir)
+    return True
 
 
 def cmd_train(args) -> int:
     """`paddle-cnn train`: train (or resume), print where the run lives."""
     if bool(args.config) == bool(args.resume):
         raise UserError("train needs exactly one of CONFIG or --resume RUN_DIR.")
+    if args.resume and (args.output_dir or args.overwrite):
+        raise UserError("--resume continues the run where it is: --output-dir and --overwrite do not apply to it.")
+    ours, replaced = False, None
     if args.resume:
         run_dir = Path(args.resume)
         cfg = _resume_config(run_dir, args.override)
         runtime.setup(cfg.runtime.threads)
-        from .config import dump_yaml
-        from .fileio import write_text
-
-        write_text(run_dir / "config.yaml", dump_yaml(cfg))
     else:
         cfg = _load(args.config, args.override)
         run_dir = Path(args.output_dir) if args.output_dir else default_run_dir(cfg, args.config)
-        prepare_run_dir(run_dir, args.overwrite)
+        ours = not run_dir.exists() or args.overwrite
+        replaced = prepare_run_dir(run_dir, args.overwrite)
     from . import engine
 
     try:
         results = engine.train(cfg, run_dir, resume=bool(args.resume))
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: the last complete epoch is saved in {run_dir / 'checkpoints'}.\n"
+    except BaseException as exc:
+        undone = _settle(run_dir, ours, replaced)
+        if not isinstance(exc, KeyboardInterrupt):
+            raise
+        print("\ninterrupted before the run wrote anything; nothing to resume." if undone else
+              f"\ninterrupted: progress up to the last complete epoch is kept in {run_dir}.\n"
               f"resume with: paddle-cnn train --resume {run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        if replaced is not None and replaced.exists():
+            shutil.rmtree(replaced)
     print(f"test accuracy {100 * results['test_acc']:.2f}% on {results['test_samples']} images "
           f"(best epoch {results['best_epoch']}, {results['wall_seconds']:.0f} s)\nrun directory: {run_dir}")
     return 0

@@ -14,6 +14,7 @@ import os
 import socket
 import struct
 import tarfile
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,14 +94,26 @@ def _missing_error(cfg: DataConfig, missing: list[Path]) -> DataError:
 def _check_reachable(url: str) -> None:
     """Fail fast when the download host cannot be reached, instead of hanging in a retry loop."""
     host = urlparse(url).hostname
-    try:
-        with socket.create_connection((host, 443), timeout=DOWNLOAD_TIMEOUT_S):
-            return
-    except OSError as exc:
+    outcome = {}
+
+    def probe():
+        try:
+            socket.create_connection((host, 443), timeout=DOWNLOAD_TIMEOUT_S).close()
+            outcome["ok"] = True
+        except OSError as exc:
+            outcome["error"] = exc.strerror or str(exc)
+
+    # The socket timeout does not cover name resolution, which can stall far longer without DNS:
+    # probe in a daemon thread and give up on it after the timeout either way.
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(DOWNLOAD_TIMEOUT_S)
+    if not outcome.get("ok"):
+        reason = outcome.get("error", f"no answer within {DOWNLOAD_TIMEOUT_S:.0f} s")
         raise DataError(
-            f"data.download is true but {host} cannot be reached ({exc.strerror or exc}); this machine "
-            f"looks offline. Copy the dataset files under data.root (see the README) and set data.download: false."
-        ) from None
+            f"data.download is true but {host} cannot be reached ({reason}); this machine looks offline. "
+            f"Copy the dataset files under data.root (see the README) and set data.download: false."
+        )
 
 
 def _read_idx_header(path: Path, expect_magic: int) -> tuple[int, ...]:

@@ -22,9 +22,10 @@ import numpy as np
 import paddle
 
 from . import fileio
-from .checkpoint import BEST, load_checkpoint, load_file, load_weights, save_best, save_checkpoint
+from .checkpoint import (BEST, LAST, load_checkpoint, load_file, load_weights, restore_optimizer, save_best,
+                         save_checkpoint)
 from .config import Config, dump_yaml, to_dict
-from .errors import TrainingFailed
+from .errors import RunDirError, TrainingFailed
 from .data import BatchLoader, class_names, dataset_stats, load_splits
 from .registry import build_model
 from .report import model_report, plot_curves
@@ -357,18 +358,25 @@ def _hparams(cfg: Config) -> dict:
 
 
 def _start_run(cfg: Config, run_dir: Path, model: paddle.Model, report: tuple, resume: bool) -> Progress:
-    """Write the run's fixed files (new run) or restore progress from the checkpoint (resume)."""
-    if not resume:
-        fileio.write_text(run_dir / "config.yaml", dump_yaml(cfg))
-        fileio.write_text(run_dir / "model_report.txt", report[0])
-        fileio.write_json(run_dir / "model_report.json", report[1])
-        return Progress()
-    state = load_checkpoint(run_dir)
-    load_weights(model.network, state["model"], run_dir / "checkpoints" / "last.pdckpt")
-    model._optimizer.set_state_dict(state["optimizer"])
-    meta = state["meta"]
-    fileio.write_jsonl(run_dir / "metrics.jsonl", meta["rows"])  # drop epochs past the checkpoint
-    return Progress(meta["epoch"], meta["global_step"], meta["best_acc"], meta["best_epoch"], list(meta["rows"]))
+    """Restore progress from the last checkpoint (resume; none yet: from scratch), then write the run's files."""
+    progress = Progress()
+    if resume:
+        fileio.remove_temp_files(run_dir)  # left by a kill during an atomic write
+    if resume and (run_dir / LAST).is_file():
+        state = load_checkpoint(run_dir)
+        load_weights(model.network, state["model"], run_dir / LAST)
+        restore_optimizer(model, state["optimizer"])
+        meta = state["meta"]
+        progress = Progress(meta["epoch"], meta["global_step"], meta["best_acc"], meta["best_epoch"], list(meta["rows"]))
+        if cfg.train.epochs < progress.epoch:
+            raise RunDirError(f"train.epochs = {cfg.train.epochs} is fewer than the {progress.epoch} epochs {run_dir} "
+                              f"has completed; resume with train.epochs >= {progress.epoch}.")
+    # Only now, with the checkpoint loaded: a refused resume leaves the run as it was.
+    fileio.write_text(run_dir / "config.yaml", dump_yaml(cfg))
+    fileio.write_text(run_dir / "model_report.txt", report[0])
+    fileio.write_json(run_dir / "model_report.json", report[1])
+    fileio.write_jsonl(run_dir / "metrics.jsonl", progress.rows)  # drops epochs that ran past the checkpoint
+    return progress
 
 
 def train(cfg: Config, run_dir: Path, resume: bool = False, log=print, init_state: dict | None = None) -> dict:
@@ -383,8 +391,13 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, log=print, init_stat
     Returns:
         The results dict also written to results.json.
     """
+    with sigterm_as_interrupt():  # anywhere in a run, loading and testing included, SIGTERM acts as Ctrl-C
+        return _train(cfg, Path(run_dir), resume, log, init_state)
+
+
+def _train(cfg: Config, run_dir: Path, resume: bool, log, init_state: dict | None) -> dict:
+    """train() without the signal set-up."""
     started = time.perf_counter()
-    run_dir = Path(run_dir)
     device = select_device(cfg.runtime.device)
     splits = load_splits(cfg.data, cfg.model.in_channels, cfg.train.seed)
     loaders = make_loaders(cfg, splits)
@@ -403,24 +416,25 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, log=print, init_stat
     log(f"run directory: {run_dir}  ({len(splits['train'].labels)} train / {len(splits['dev'].labels)} dev / "
         f"{len(splits['test'].labels)} test images, {report[1]['trainable_params']:,} params, device {device})")
     vdl = VdlLogger(run_dir, (progress.epoch, progress.global_step) if resume else None, progress.rows)
-    if not resume:
-        mean, std = dataset_stats(cfg.data, cfg.model.in_channels)
-        vdl.sample_images(splits["train"].images[:8], splits["train"].labels[:8], class_names(cfg.data), mean, std)
-        vdl.hparams(_hparams(cfg), ["epoch/acc", "epoch/loss"])
+    # Also on resume: the rewritten log replays scalars only, and the board should still show these.
+    mean, std = dataset_stats(cfg.data, cfg.model.in_channels)
+    vdl.sample_images(splits["train"].images[:8], splits["train"].labels[:8], class_names(cfg.data), mean, std)
+    vdl.hparams(_hparams(cfg), ["epoch/acc", "epoch/loss"])
     recorder = RunRecorder(run_dir, cfg, loaders["train"], progress, vdl, log)
     callbacks = [recorder, paddle.callbacks.LRScheduler(by_step=True, by_epoch=False)]
     if cfg.train.log_grad_norms:
         callbacks.append(GradNormProbe(net, vdl, progress, cfg.train.log_every))
     try:
-        with sigterm_as_interrupt():
-            if cfg.train.epochs > progress.epoch:
-                model.fit(loaders["train"], loaders["dev"], epochs=cfg.train.epochs - progress.epoch, verbose=0,
-                          callbacks=callbacks)
+        if cfg.train.epochs > progress.epoch:
+            model.fit(loaders["train"], loaders["dev"], epochs=cfg.train.epochs - progress.epoch, verbose=0,
+                      callbacks=callbacks)
     except NonFiniteLoss as exc:
         fileio.write_json(run_dir / "results.json", {"status": "failed", "reason": str(exc),
                                                      **_summary(progress)})
-        raise TrainingFailed(f"{exc}. Training stopped; the last good checkpoint (epoch {progress.epoch}) is kept "
-                             f"in {run_dir / 'checkpoints'}. Lower optimizer.lr or check the data.") from None
+        kept = (f"the last good checkpoint (epoch {progress.epoch}) is kept in {run_dir / 'checkpoints'}; once "
+                f"fixed, continue with `paddle-cnn train --resume {run_dir}` (-o optimizer.lr=... is allowed)"
+                if progress.epoch else "no epoch completed, so there is no checkpoint")
+        raise TrainingFailed(f"{exc}. Training stopped; {kept}. Lower optimizer.lr or check the data.") from None
     finally:
         vdl.close()
     return finish(cfg, run_dir, model, loaders, progress, time.perf_counter() - started)

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+TEMP_MARK = ".tmp-"
+
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """Write a file via `write(tmp_path)`, fsync it, and rename it over `path`.
@@ -21,7 +23,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
     try:
         write(str(tmp))
         with open(tmp, "rb+") as f:
@@ -30,6 +32,22 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def remove_temp_files(folder: str | Path) -> list[Path]:
+    """Delete the temporary files an interrupted atomic_write left under folder (kill -9, power loss).
+
+    Only call it when no other process writes to folder: a live writer's temporary file looks the same.
+
+    Args:
+        folder: a run directory.
+    Returns:
+        The files removed.
+    """
+    stale = [p for p in Path(folder).rglob(f".*{TEMP_MARK}*") if p.is_file()]
+    for p in stale:
+        p.unlink()
+    return stale
 
 
 def write_text(path: str | Path, text: str) -> None:

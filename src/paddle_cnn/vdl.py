@@ -31,9 +31,11 @@ def _read_until(path: str, last_epoch: int, last_step: int) -> list[tuple[str, i
         for tag in reader.get_tags().get("scalar", []):
             limit = last_step if tag.startswith(STEP_TAGS) else last_epoch
             rows += [(tag, r.id, r.value, r.timestamp) for r in reader.get_data("scalar", tag) if r.id <= limit]
-        return rows
     except Exception:  # a record torn by kill -9: keep what metrics.jsonl can restore instead
         return []
+    # A file cut short (killed while it was being replayed into) is as good as none.
+    epochs = {step for tag, step, _, _ in rows if tag == "epoch/loss"}
+    return rows if epochs >= set(range(1, last_epoch + 1)) else []
 
 
 class VdlLogger:
@@ -58,6 +60,7 @@ class VdlLogger:
             if resume_at and not replay:
                 for row in fallback_rows:
                     self._epoch_scalars(split, row)
+            self.writers[split].flush()  # the new file holds the history before the old one goes
             for path in old:
                 if Path(path).name != name:
                     os.remove(path)
