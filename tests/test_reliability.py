@@ -157,6 +157,19 @@ def test_config_error_through_the_cli_leaves_no_run_directory(write_config, tmp_
 
 
 @pytest.mark.parametrize("override, words", [
+    ("model.name=lenett", ["unknown model 'lenett'", "lenet5"]),
+    ("model.use_residual=true", ["model.use_residual", "'lenet' has no such option"]),
+], ids=["unknown-model", "option-model-lacks"])
+def test_model_errors_are_reported_before_the_data_is_read(write_config, tmp_path, capsys, override, words):
+    """The data root does not exist either: the model error must come first, without waiting for data."""
+    out = tmp_path / "out"
+    code, _, err = run_main(capsys, "train", str(write_config(data={"root": str(tmp_path / "no-data")})),
+                            "--output-dir", str(out), "-o", override)
+    assert_refused(code, err, *words)
+    assert "data not found" not in err and not out.exists()
+
+
+@pytest.mark.parametrize("override, words", [
     ("model.name=lenett", ["unknown model 'lenett'"]),
     ("data.root=/nonexistent/data", ["mnist data not found", "/nonexistent/data"]),
     ("data.train_size=100000", ["data.train_size = 100000"]),
@@ -275,6 +288,17 @@ def test_evaluate_refuses_weights_of_a_different_model(run_copy, capsys):
     config.write_text(config.read_text().replace("name: lenet\n", "name: nin\n"))
     code, _, err = run_main(capsys, "evaluate", str(run_copy))
     assert_refused(code, err, "best.pdparams", "different model", "missing", "model.name")
+
+
+def test_evaluate_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    code, _, err = run_main(capsys, "evaluate", str(tmp_path))
+    assert_refused(code, err, "not a run directory", "config.yaml")
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    code, _, err = run_main(capsys, "train", "--resume", str(tmp_path / "nothing"))
+    assert_refused(code, err, "not a run directory", "nothing to resume")
+    assert not (tmp_path / "nothing").exists()
 
 
 def test_evaluate_refuses_a_truncated_best_checkpoint(run_copy, capsys):

@@ -196,6 +196,19 @@ def _resume_config(run_dir: Path, overrides: list[str]):
     return cfg
 
 
+def _check_model(cfg) -> None:
+    """Refuse an unknown model name or option before a run directory is made and the data is read.
+
+    Args:
+        cfg: the run config.
+    """
+    from .registry import build_model, model_options
+
+    given = {k for k, v in cfg.model.options().items() if v is not None}
+    if not given <= model_options(cfg.model.name):  # raises, listing the valid names, for an unknown model
+        build_model(cfg.model.name, **cfg.model.options())  # raises, naming the option and the valid ones
+
+
 def _settle(run_dir: Path, ours: bool, replaced: Path | None) -> bool:
     """After a failed or interrupted train(): if the new run wrote nothing, undo making its directory.
 
@@ -227,6 +240,7 @@ def cmd_train(args) -> int:
         runtime.setup(cfg.runtime.threads)
     else:
         cfg = _load(args.config, args.override)
+        _check_model(cfg)
         run_dir = Path(args.output_dir) if args.output_dir else default_run_dir(cfg, args.config)
         ours = not run_dir.exists() or args.overwrite
         replaced = prepare_run_dir(run_dir, args.overwrite)
