@@ -493,6 +493,21 @@ def test_resumed_visualdl_log_keeps_sample_images_and_hparams(long_config, tmp_p
 # ----------------------------------------------------------------------------- resume options
 
 
+def test_resume_before_the_first_checkpoint_starts_over_exactly(finished_run, write_config, tmp_path, capsys):
+    """Interrupted before epoch 1 was committed: --resume redoes the run as it would have been,
+    fine-tuning start (model.init_from) included."""
+    config = write_config(train={"epochs": 1}, model={"init_from": str(finished_run[0])})
+    fresh, resumed = tmp_path / "fresh", tmp_path / "resumed"
+    for out in (fresh, resumed):
+        code, _, err = run_main(capsys, "train", str(config), "--output-dir", str(out))
+        assert code == 0, err
+    (resumed / "results.json").unlink()
+    (resumed / "checkpoints" / "last.pdckpt").unlink()
+    code, _, err = run_main(capsys, "train", "--resume", str(resumed))
+    assert code == 0, err
+    assert rows(resumed) == rows(fresh) and results(resumed)["test_loss"] == results(fresh)["test_loss"]
+
+
 @pytest.mark.parametrize("override, section", [("model.num_classes=5", "model"), ("data.train_size=100", "data")])
 def test_resume_refuses_overrides_that_change_model_or_data(run_copy, capsys, override, section):
     (run_copy / "results.json").unlink()

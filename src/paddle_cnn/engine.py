@@ -404,9 +404,10 @@ def _train(cfg: Config, run_dir: Path, resume: bool, log, init_state: dict | Non
     shape = tuple(splits["train"].images.shape[1:])
     report = model_report(build_network(cfg), shape)  # a separate instance: summary runs a forward
     net = build_network(cfg)
-    if init_state is not None and not resume:
+    fresh = not (resume and (run_dir / LAST).is_file())  # a resume before any checkpoint starts over
+    if init_state is not None and fresh:
         initialize_from(net, init_state, "the comparison's shared initialisation", log)
-    if cfg.model.init_from and not resume:
+    if cfg.model.init_from and fresh:
         source = Path(cfg.model.init_from) / BEST
         initialize_from(net, load_file(source), str(source), log)
     freeze(net, cfg.model.freeze)
