@@ -100,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     """
     argv = sys.argv[1:] if argv is None else list(argv)
     runtime.COMMAND[:] = ["paddle-cnn", *argv]
+    if runtime.world_size() > 1:  # under paddle.distributed.launch stdout is the rank's log file: keep it live
+        sys.stdout.reconfigure(line_buffering=True)
     # Paddle's import warns that ccache (used to build C++ extensions, which this project never does) is missing.
     warnings.filterwarnings("ignore", message="No ccache found")
     args = build_parser().parse_args(argv)
@@ -227,6 +229,15 @@ def _settle(run_dir: Path, ours: bool, replaced: Path | None) -> bool:
     return True
 
 
+def _resume_command(run_dir: Path) -> str:
+    """The command that resumes run_dir, with the launcher when this run had more than one process."""
+    world = runtime.world_size()
+    if world == 1:
+        return f"paddle-cnn train --resume {run_dir}"
+    return (f"python -m paddle.distributed.launch --nproc_per_node {runtime.local_world_size()} "
+            f"$(which paddle-cnn) train --resume {run_dir}  (any number of processes works: the batch is global)")
+
+
 def cmd_train(args) -> int:
     """`paddle-cnn train`: train (or resume), print where the run lives."""
     if bool(args.config) == bool(args.resume):
@@ -242,8 +253,9 @@ def cmd_train(args) -> int:
         cfg = _load(args.config, args.override)
         _check_model(cfg)
         run_dir = Path(args.output_dir) if args.output_dir else default_run_dir(cfg, args.config)
-        ours = not run_dir.exists() or args.overwrite
-        replaced = prepare_run_dir(run_dir, args.overwrite)
+        if runtime.rank() == 0:  # data-parallel: rank 0 alone prepares and writes the run directory
+            ours = not run_dir.exists() or args.overwrite
+            replaced = prepare_run_dir(run_dir, args.overwrite)
     from . import engine
 
     try:
@@ -254,7 +266,7 @@ def cmd_train(args) -> int:
             raise
         print("\ninterrupted before the run wrote anything; nothing to resume." if undone else
               f"\ninterrupted: progress up to the last complete epoch is kept in {run_dir}.\n"
-              f"resume with: paddle-cnn train --resume {run_dir}", file=sys.stderr)
+              f"resume with: {_resume_command(run_dir)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
         if replaced is not None and replaced.exists():

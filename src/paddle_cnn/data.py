@@ -349,13 +349,25 @@ class BatchLoader:
 
     Iterating yields [images (B, C, H, W) float32, labels (B, 1) int64] as numpy arrays. With
     shuffle, the order is a permutation drawn from (seed, epoch); call set_epoch before each epoch.
+
+    Data-parallel (world > 1): batch_size is the GLOBAL batch. Every rank draws the same order and
+    augmentation and yields only its contiguous slice of each global batch (sizes differ by at
+    most one), so the union over ranks of one step is exactly the single-process batch.
     """
 
     def __init__(self, split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 crop_padding: int = 0, horizontal_flip: bool = False):
+                 crop_padding: int = 0, horizontal_flip: bool = False, rank: int = 0, world: int = 1):
         self.split, self.batch_size, self.shuffle, self.seed = split, batch_size, shuffle, seed
         self.crop_padding, self.horizontal_flip = crop_padding, horizontal_flip
+        self.rank, self.world = rank, world
         self.epoch = 0
+        tail = len(split.labels) % batch_size
+        if world > 1 and (batch_size < world or 0 < tail < world):
+            raise ConfigError(
+                f"train.batch_size = {batch_size} is the global batch, split across {world} processes, and every "
+                f"process needs at least one sample per step; with {len(split.labels)} training images "
+                f"{'it is too small' if batch_size < world else f'the last batch of an epoch has only {tail}'}. "
+                f"Choose another train.batch_size (or data.train_size), or launch fewer processes.")
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose order and augmentation the next iteration uses.
@@ -374,10 +386,13 @@ class BatchLoader:
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, n, self.batch_size):
             idx = order[start: start + self.batch_size]
-            images = self.split.images[idx]
+            lo, hi = len(idx) * self.rank // self.world, len(idx) * (self.rank + 1) // self.world
             if self.crop_padding or self.horizontal_flip:
-                images = augment_batch(images, rng, self.crop_padding, self.horizontal_flip)
-            yield [images, self.split.labels[idx].reshape(-1, 1)]
+                # Augment the whole global batch, so every rank consumes the same random numbers.
+                images = augment_batch(self.split.images[idx], rng, self.crop_padding, self.horizontal_flip)[lo:hi]
+            else:
+                images = self.split.images[idx[lo:hi]]
+            yield [images, self.split.labels[idx[lo:hi]].reshape(-1, 1)]
 
 
 def augment_batch(images: np.ndarray, rng: np.random.Generator, padding: int, flip: bool) -> np.ndarray:

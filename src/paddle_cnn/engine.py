@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from . import fileio
+from . import distributed, fileio
 from .checkpoint import (BEST, LAST, load_checkpoint, load_file, load_weights, restore_optimizer, save_best,
                          save_checkpoint)
 from .config import Config, dump_yaml, to_dict
@@ -129,8 +129,9 @@ def prepare_model(cfg: Config, net, input_shape, steps_per_epoch: int) -> paddle
     labels = paddle.static.InputSpec([None, 1], "int64", "label")
     model = paddle.Model(net, inputs, labels)
     params = [p for p in net.parameters() if p.trainable and not p.stop_gradient]
-    model.prepare(build_optimizer(cfg, params, steps_per_epoch), paddle.nn.CrossEntropyLoss(),
-                  paddle.metric.Accuracy())
+    world = distributed.world_size()  # > 1 under paddle.distributed.launch: Model wraps net in DataParallel
+    loss = distributed.GlobalMeanLoss(world) if world > 1 else paddle.nn.CrossEntropyLoss()
+    model.prepare(build_optimizer(cfg, params, steps_per_epoch), loss, paddle.metric.Accuracy())
     return model
 
 
@@ -146,17 +147,20 @@ class LossMeter(paddle.callbacks.Callback):
         """Forget what was accumulated."""
         self.total, self.count = 0.0, 0
 
-    def add(self, logs: dict) -> float:
+    def add(self, logs: dict, count: int | None = None) -> float:
         """Accumulate one batch from hapi's logs; returns that batch's loss.
 
         Args:
             logs: hapi batch logs with 'loss' and 'batch_size'.
+            count: samples the loss is the mean of (default logs['batch_size'], which is wrong when
+                data-parallel: see distributed.batch_samples).
         Returns:
             The batch loss.
         """
+        count = logs["batch_size"] if count is None else count
         loss = float(logs["loss"][0])
-        self.total += loss * logs["batch_size"]
-        self.count += logs["batch_size"]
+        self.total += loss * count
+        self.count += count
         return loss
 
     @property
@@ -167,7 +171,7 @@ class LossMeter(paddle.callbacks.Callback):
         self.reset()
 
     def on_eval_batch_end(self, step, logs=None):
-        self.add(logs)
+        self.add(logs, distributed.batch_samples(self.model, logs))
 
 
 class GradNormProbe(paddle.callbacks.Callback):
@@ -242,12 +246,14 @@ class RunRecorder(paddle.callbacks.Callback):
         self.loader.set_epoch(self.epoch)
         # Dropout etc. draw from paddle's global generator: re-seed it per epoch so a resumed run
         # draws exactly what an uninterrupted one would, without pickling generator state.
-        paddle.seed(self.cfg.train.seed * 100_003 + self.epoch)
+        # Data-parallel ranks get different streams (rank 0 the single-process one): dropout masks
+        # of different shards should not be copies of each other.
+        paddle.seed(self.cfg.train.seed * 100_003 + self.epoch + 1_000_003 * distributed.rank())
         self.train_meter.reset()
         self.t0 = time.perf_counter()
 
     def on_train_batch_end(self, step, logs=None):
-        loss = self.train_meter.add(logs)
+        loss = self.train_meter.add(logs, distributed.batch_samples(self.model, logs))
         self.progress.global_step += 1
         if not math.isfinite(loss):
             raise NonFiniteLoss(f"loss became {loss} at epoch {self.epoch + 1}, step {step + 1} "
@@ -273,7 +279,7 @@ class RunRecorder(paddle.callbacks.Callback):
         self.dev_meter.reset()
 
     def on_eval_batch_end(self, step, logs=None):
-        self.dev_meter.add(logs)
+        self.dev_meter.add(logs, distributed.batch_samples(self.model, logs))
 
     def on_eval_end(self, logs=None):
         p = self.progress
@@ -323,8 +329,11 @@ def make_loaders(cfg: Config, splits: dict) -> dict[str, BatchLoader]:
         {"train", "dev", "test"} BatchLoaders.
     """
     aug = cfg.data.augment
+    # Data-parallel: the training batch is global and each rank takes its slice; dev and test are
+    # not sharded, every rank evaluates all of them (see distributed.py).
     loaders = {"train": BatchLoader(splits["train"], cfg.train.batch_size, shuffle=True, seed=cfg.train.seed,
-                                    crop_padding=aug.crop_padding, horizontal_flip=aug.horizontal_flip)}
+                                    crop_padding=aug.crop_padding, horizontal_flip=aug.horizontal_flip,
+                                    rank=distributed.rank(), world=distributed.world_size())}
     for name in ("dev", "test"):
         loaders[name] = BatchLoader(splits[name], cfg.train.eval_batch_size)
     return loaders
@@ -423,6 +432,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, log, init_state: dict | Non
     vdl.hparams(_hparams(cfg), ["epoch/acc", "epoch/loss"])
     recorder = RunRecorder(run_dir, cfg, loaders["train"], progress, vdl, log)
     callbacks = [recorder, paddle.callbacks.LRScheduler(by_step=True, by_epoch=False)]
+    if distributed.world_size() > 1:
+        callbacks.insert(0, distributed.DistributedSync(log))  # before the recorder: it fixes logs["acc"]
     if cfg.train.log_grad_norms:
         callbacks.append(GradNormProbe(net, vdl, progress, cfg.train.log_every))
     try:

@@ -2,6 +2,10 @@
 
 A kill -9 at any moment therefore leaves either the previous complete file or the new complete
 one, never a torn one.
+
+Under paddle.distributed.launch only rank 0 writes: on the other ranks atomic_write and
+remove_temp_files do nothing, so every process can run the same training code while the run
+directory gets exactly one writer (see distributed.py).
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any, Callable
+
+from .runtime import rank
 
 TEMP_MARK = ".tmp-"
 
@@ -21,6 +27,8 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         path: final location.
         write: function that writes the complete content to the temporary path it is given.
     """
+    if rank() != 0:  # data-parallel: rank 0 is the only writer
+        return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
@@ -42,8 +50,10 @@ def remove_temp_files(folder: str | Path) -> list[Path]:
     Args:
         folder: a run directory.
     Returns:
-        The files removed.
+        The files removed (none on ranks other than 0, whose writer may be busy).
     """
+    if rank() != 0:
+        return []
     stale = [p for p in Path(folder).rglob(f".*{TEMP_MARK}*") if p.is_file()]
     for p in stale:
         p.unlink()

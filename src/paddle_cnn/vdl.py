@@ -6,6 +6,8 @@ with train.log_grad_norms, grad_norm/<parameter> (L2 norm of that weight's gradi
 VisualDL reads only the newest record file of a directory, so a resumed run rewrites the log:
 what the old file holds up to the resumed checkpoint is replayed into the new file, and nothing
 after it, so no epoch is duplicated or lost.
+
+Under paddle.distributed.launch only rank 0 logs; the other ranks get writers that discard everything.
 """
 
 from __future__ import annotations
@@ -38,6 +40,13 @@ def _read_until(path: str, last_epoch: int, last_step: int) -> list[tuple[str, i
     return rows if epochs >= set(range(1, last_epoch + 1)) else []
 
 
+class _DiscardWriter:
+    """Stands in for a LogWriter on data-parallel ranks other than 0: every call does nothing."""
+
+    def __getattr__(self, name):
+        return lambda *args, **kwargs: None
+
+
 class VdlLogger:
     """Writes a run's scalars, sample images and hyperparameters for VisualDL."""
 
@@ -45,7 +54,12 @@ class VdlLogger:
                  fallback_rows: list[dict] = ()):
         from visualdl import LogWriter
 
+        from .runtime import rank
+
         self.writers = {}
+        if rank() != 0:  # data-parallel: one run directory, written by rank 0 only
+            self.writers = {split: _DiscardWriter() for split in SPLITS}
+            return
         for split in SPLITS:
             logdir = Path(run_dir) / "vdl" / split
             old = sorted(glob.glob(str(logdir / "vdlrecords*")))
