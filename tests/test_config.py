@@ -153,3 +153,9 @@ def test_scientific_notation_in_a_file(tmp_path):
     path.write_text("optimizer:\n  lr: 1e-4\n  weight_decay: 5e-4\n")
     cfg = load_config(path)
     assert (cfg.optimizer.lr, cfg.optimizer.weight_decay) == (1e-4, 5e-4)
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_non_finite_numbers_are_rejected(value):
+    with pytest.raises(ConfigError, match="not a finite number"):
+        build_config({}, [f"optimizer.lr={value}"])

@@ -324,6 +324,14 @@ def test_init_from_a_missing_run_fails_before_creating_the_run(write_config, tmp
     assert not out.exists()
 
 
+def test_init_from_a_run_of_another_architecture_is_refused(write_config, finished_run, tmp_path, capsys):
+    # The finished run is a LeNet; NiN shares no tensor name and shape with it.
+    config = write_config(model={"name": "nin", "init_from": str(finished_run[0])}, data={"resize": 32},
+                          train={"epochs": 1})
+    code, _, err = run_main(capsys, "train", str(config), "--output-dir", str(tmp_path / "out"))
+    assert_refused(code, err, "model.init_from", "no tensor", "another architecture")
+
+
 # ----------------------------------------------------------------------------- output directory
 
 

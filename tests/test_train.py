@@ -167,3 +167,15 @@ def test_cifar10_trains_through_the_same_command(write_config, tmp_path):
     assert main(["train", str(cfg), "--output-dir", str(out), "-o", "train.epochs=1"]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["train_samples"] == 160 and results["dev_samples"] == 40 and results["test_samples"] == 50
+
+
+def test_evaluate_writes_a_confusion_matrix_and_per_class_accuracy(finished_run):
+    run_dir, _ = finished_run
+    assert main(["evaluate", str(run_dir)]) == 0
+    test = json.loads((run_dir / "results.json").read_text())["evaluations"]["test"]
+    matrix = test["confusion_matrix"]
+    assert sum(map(sum, matrix)) == test["samples"] == 100 and len(matrix) == 10
+    correct = sum(matrix[i][i] for i in range(10))
+    assert correct / 100 == pytest.approx(test["acc"])
+    assert set(test["per_class_acc"]) == {str(i) for i in range(10)}
+    assert (run_dir / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
@@ -212,6 +213,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 def _check_range(value: Any, meta: Any, where: str) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
+    if not math.isfinite(value):  # .nan would pass every comparison below
+        raise ConfigError(f"{where}: {value!r} is not a finite number.")
     if "min" in meta and value < meta["min"]:
         raise ConfigError(f"{where}: {value!r} is below the minimum {meta['min']}.")
     if "min_exclusive" in meta and value <= meta["min_exclusive"]:

@@ -25,7 +25,7 @@ from . import distributed, fileio
 from .checkpoint import (BEST, LAST, load_checkpoint, load_file, load_weights, restore_optimizer, save_best,
                          save_checkpoint)
 from .config import Config, dump_yaml, to_dict
-from .errors import RunDirError, TrainingFailed
+from .errors import CheckpointError, RunDirError, TrainingFailed
 from .data import BatchLoader, class_names, dataset_stats, load_splits
 from .registry import build_model
 from .report import model_report, plot_curves
@@ -419,7 +419,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, log, init_state: dict | Non
         initialize_from(net, init_state, "the comparison's shared initialisation", log)
     if cfg.model.init_from and fresh:
         source = Path(cfg.model.init_from) / BEST
-        initialize_from(net, load_file(source), str(source), log)
+        if len(initialize_from(net, load_file(source), str(source), log)) == len(net.state_dict()):
+            raise CheckpointError(f"model.init_from: no tensor of {source} matches {cfg.model.name} by name and "
+                                  f"shape; it was trained with another architecture. Point it at a run of the same model.")
     freeze(net, cfg.model.freeze)
     model = prepare_model(cfg, net, shape, len(loaders["train"]))
     progress = _start_run(cfg, run_dir, model, report, resume)
@@ -488,27 +490,39 @@ def finish(cfg: Config, run_dir: Path, model: paddle.Model, loaders: dict, progr
     return results
 
 
+def load_network(run_dir: Path):
+    """A run's config and its network with the best weights, without reading the dataset.
+
+    Args:
+        run_dir: the run directory.
+    Returns:
+        (cfg, network).
+    """
+    from .config import load_config
+    from .errors import RunDirError
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise RunDirError(f"{run_dir} is not a run directory (no config.yaml); give the folder `paddle-cnn train` printed.")
+    cfg = load_config(run_dir / "config.yaml")
+    select_device(cfg.runtime.device)
+    net = build_network(cfg)
+    load_weights(net, load_file(run_dir / BEST), run_dir / BEST)
+    return cfg, net
+
+
 def load_run(run_dir: Path):
-    """Rebuild a finished or resumable run's config, data loaders and model with its best weights.
+    """Rebuild a run's config, data loaders and prepared model with its best weights.
 
     Args:
         run_dir: the run directory.
     Returns:
         (cfg, loaders, model).
     """
-    from .config import load_config
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        from .errors import RunDirError
-
-        raise RunDirError(f"{run_dir} is not a run directory (no config.yaml); give the folder `paddle-cnn train` printed.")
-    cfg = load_config(run_dir / "config.yaml")
-    select_device(cfg.runtime.device)
+    cfg, net = load_network(run_dir)
     splits = load_splits(cfg.data, cfg.model.in_channels, cfg.train.seed)
     loaders = make_loaders(cfg, splits)
-    model = prepare_model(cfg, build_network(cfg), tuple(splits["train"].images.shape[1:]), len(loaders["train"]))
-    load_weights(model.network, load_file(run_dir / BEST), run_dir / BEST)
+    model = prepare_model(cfg, net, tuple(splits["train"].images.shape[1:]), len(loaders["train"]))
     return cfg, loaders, model
 
 
@@ -519,13 +533,21 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict:
         run_dir: the run directory.
         split: "test" or "dev".
     Returns:
-        {"loss", "acc", "samples", "split"}.
+        {"split", "loss", "acc", "samples", "per_class_acc", "confusion_matrix"}; also writes
+        confusion_matrix.png (confusion_matrix_dev.png for dev).
     """
     import json
 
+    from .predict import class_names, confusion_report
+
     run_dir = Path(run_dir)
-    _, loaders, model = load_run(run_dir)
+    cfg, loaders, model = load_run(run_dir)
     result = {"split": split, **evaluate_split(model, loaders[split])}
+    png = run_dir / ("confusion_matrix.png" if split == "test" else f"confusion_matrix_{split}.png")
+    confusion = confusion_report(model, loaders[split], class_names(cfg), png,
+                                 title=f"{run_dir.resolve().name}: {cfg.model.name} on {cfg.data.name} {split}")
+    result["per_class_acc"] = confusion["per_class_acc"]
+    result["confusion_matrix"] = confusion["confusion_matrix"]
     results_path = run_dir / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results.setdefault("evaluations", {})[split] = result

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from .data import CLASS_NAMES, dataset_stats, preprocess
+from .data import class_names as data_class_names, dataset_stats, preprocess
 from .errors import DataError, RunDirError, UserError
 from .fileio import atomic_write
 from .report import _pyplot
@@ -29,14 +29,14 @@ WRONG_COLOR, RIGHT_COLOR = "#d62728", "#2a7a2a"
 
 
 def class_names(cfg) -> list[str]:
-    """Names of the run's classes, by label.
+    """Names of the run's output classes, by label.
 
     Args:
         cfg: the run config.
     Returns:
-        One name per class (the dataset's names, or the label numbers if the counts differ).
+        The dataset's names (following data.classes), or the label numbers if the counts differ.
     """
-    names = CLASS_NAMES[cfg.data.name]
+    names = data_class_names(cfg.data)
     return names if len(names) == cfg.model.num_classes else [str(i) for i in range(cfg.model.num_classes)]
 
 
@@ -274,30 +274,6 @@ def read_image(path: Path, mode: str) -> np.ndarray:
     return array.reshape(*array.shape[:2], -1)
 
 
-def load_network(run_dir: Path):
-    """A run's config and its network with the best weights, without reading the dataset.
-
-    Args:
-        run_dir: the run directory.
-    Returns:
-        (cfg, network in eval mode).
-    """
-    from .checkpoint import BEST, load_file, load_weights
-    from .config import load_config
-    from .engine import build_network
-    from .runtime import select_device
-
-    if not (run_dir / "config.yaml").is_file():
-        raise RunDirError(f"{run_dir} is not a run directory (no config.yaml); "
-                          f"give the folder `paddle-cnn train` printed.")
-    cfg = load_config(run_dir / "config.yaml")
-    select_device(cfg.runtime.device)
-    net = build_network(cfg)
-    load_weights(net, load_file(run_dir / BEST), run_dir / BEST)
-    net.eval()
-    return cfg, net
-
-
 def prepare_file(path: Path, cfg) -> tuple[np.ndarray, np.ndarray]:
     """Read an image file and turn it into exactly what the model saw in training.
 
@@ -324,7 +300,10 @@ def predict_files(run_dir: Path, paths: list[str]) -> int:
     Returns:
         Exit code 0.
     """
+    from .engine import load_network  # lazily: engine imports this module
+
     cfg, net = load_network(run_dir)
+    net.eval()
     prepared = [(Path(p), *prepare_file(Path(p), cfg)) for p in paths]  # all files checked before any output
     probs = softmax(predict_logits(net, np.concatenate([x for _, _, x in prepared])))
     names = class_names(cfg)
