@@ -27,6 +27,11 @@ def _config_args(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. -o optimizer.lr=0.05 (repeatable)")
 
 
+def _output_args(p: argparse.ArgumentParser, what: str, default: str) -> None:
+    p.add_argument("--output-dir", help=f"{what} directory (default: {default})")
+    p.add_argument("--overwrite", action="store_true", help=f"replace a {what} directory that already holds one")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand.
 
@@ -40,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model from a YAML config")
     p.add_argument("config", nargs="?", help="YAML config file")
     _config_args(p)
-    p.add_argument("--output-dir", help="run directory (default: <output.dir>/<output.name or config name>)")
-    p.add_argument("--overwrite", action="store_true", help="replace a run directory that already holds a run")
+    _output_args(p, "run", "<output.dir>/<output.name or config name>")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last complete epoch")
     p.set_defaults(func=cmd_train)
 
@@ -58,8 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="train variants of a base config side by side and compare them")
     p.add_argument("config", help="comparison YAML (base:, vary: or variants:, seeds:)")
     _config_args(p)
-    p.add_argument("--output-dir", help="comparison directory (default: <output.dir>/<comparison name>)")
-    p.add_argument("--overwrite", action="store_true", help="replace a comparison directory that exists")
+    _output_args(p, "comparison", "<output.dir>/<comparison name>")
     p.add_argument("--resume", action="store_true", help="keep finished variant runs and resume unfinished ones")
     p.set_defaults(func=cmd_compare)
 

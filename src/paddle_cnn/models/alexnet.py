@@ -1,73 +1,12 @@
-"""AlexNet scaled to 32x32 inputs, plus the width/dropout/input-size checks the classic zoo shares.
-
-The helpers live here, not in _layers.py, only because this change may not edit _layers.py;
-vgg, nin and googlenet import them from this module.
-"""
+"""AlexNet scaled to 32x32 inputs."""
 
 from __future__ import annotations
 
 import paddle
 import paddle.nn as nn
 
-from ..errors import ConfigError
 from ..registry import register_model
-from ._layers import make_activation
-
-
-def scale_channels(channels: int, width: float) -> int:
-    """Scale a reference channel (or hidden-unit) count by the model's width multiplier.
-
-    Args:
-        channels: count at width=1.0, the reference size.
-        width: multiplier, > 0.
-    Returns:
-        round(channels * width), at least 1. Raises ConfigError when width is not positive.
-    """
-    if not isinstance(width, (int, float)) or isinstance(width, bool) or not width > 0:
-        raise ConfigError(
-            f"model.width: must be a positive number (1.0 is the reference size, 0.5 halves "
-            f"every channel count), got {width!r}."
-        )
-    return max(1, int(round(channels * width)))
-
-
-def check_dropout(dropout: float) -> float:
-    """Validate a dropout rate.
-
-    Args:
-        dropout: probability of zeroing a unit.
-    Returns:
-        dropout unchanged. Raises ConfigError unless 0 <= dropout < 1.
-    """
-    if not isinstance(dropout, (int, float)) or isinstance(dropout, bool) or not 0 <= dropout < 1:
-        raise ConfigError(
-            f"model.dropout: must be a number in [0, 1) (0 disables dropout), got {dropout!r}."
-        )
-    return float(dropout)
-
-
-def check_feature_size(features: paddle.Tensor, expected: int, model: str, sizes: str,
-                       image: list[int]) -> None:
-    """Fail clearly when an input size does not give the feature map a dense head was built for.
-
-    Args:
-        features: output of the convolutional part, [N, C, H, W].
-        expected: side of the square feature map the head expects.
-        model: registered model name, for the message.
-        sizes: human description of the input sizes that work, e.g. "25x25 to 32x32".
-        image: [H, W] of the input image.
-    Returns:
-        None. Raises ConfigError naming the accepted input sizes.
-    """
-    got = list(features.shape[2:])
-    # -1 appears for unknown dims under static graphs; only concrete mismatches are errors.
-    if all(d > 0 for d in got) and got != [expected, expected]:
-        raise ConfigError(
-            f"model {model!r}: its dense head needs a {expected}x{expected} feature map, which "
-            f"inputs of {sizes} give, but a {image[0]}x{image[1]} input gives {got[0]}x{got[1]}. "
-            f"Resize the images to 32x32 in the data config, or use 'nin' or 'googlenet', "
-            f"which pool globally and take other sizes."
-        )
+from ._layers import check_dropout, check_feature_size, dense_head, make_activation, scale_channels
 
 
 class AlexNet(nn.Layer):
@@ -93,12 +32,7 @@ class AlexNet(nn.Layer):
             nn.Conv2D(c3, c4, 3, padding=1), act(),
             nn.Conv2D(c4, c5, 3, padding=1), act(), pool(),
         )
-        rate = check_dropout(dropout)
-        self.head = nn.Sequential(
-            nn.Linear(c5 * 4 * 4, hidden), act(), nn.Dropout(rate),
-            nn.Linear(hidden, hidden), act(), nn.Dropout(rate),
-            nn.Linear(hidden, num_classes),
-        )
+        self.head = dense_head(c5 * 4 * 4, hidden, num_classes, activation, dropout)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         """Classify a batch.

@@ -6,8 +6,7 @@ import paddle
 import paddle.nn as nn
 
 from ..registry import register_model
-from ._layers import make_activation
-from .alexnet import check_dropout, scale_channels
+from ._layers import check_dropout, make_activation, scale_channels
 
 # Inception blocks of the original, at width=1.0: (c1, (c2_reduce, c2), (c3_reduce, c3), c4).
 # None marks the 3x3/2 max-pool between stages.

@@ -6,8 +6,7 @@ import paddle
 import paddle.nn as nn
 
 from ..registry import register_model
-from ._layers import make_activation
-from .alexnet import check_dropout, scale_channels
+from ._layers import check_dropout, make_activation, scale_channels
 
 
 def nin_block(in_channels: int, out_channels: int, kernel_size: int, padding: int,

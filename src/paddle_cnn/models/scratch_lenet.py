@@ -7,46 +7,24 @@ right, and a way to compare their speed inside a whole network.
 
 from __future__ import annotations
 
-import paddle
-import paddle.nn as nn
-
 from ..ops import AvgPool2DScratch, Conv2DScratch, MaxPool2DScratch
 from ..registry import register_model
-from ._layers import make_activation
+from .lenet import LeNet5
 
 
-class LeNet5Scratch(nn.Layer):
+class LeNet5Scratch(LeNet5):
     """LeNet-5 for 1x32x32 inputs: scratch conv5-6, max-pool, conv5-16, avg-pool, conv5-120, fc84, fc."""
 
     def __init__(self, num_classes: int = 10, in_channels: int = 1, activation: str = "relu"):
-        super().__init__()
+        super().__init__(num_classes, in_channels, first_padding=0, activation=activation)
+        # Swap the framework's conv and pooling for the scratch ones; names, shapes, activations,
+        # fully connected layers (plain matmuls already) and forward() stay LeNet5's.
         # input_size makes a wrong layer stack fail when built, not on the first batch.
         self.conv1 = Conv2DScratch(in_channels, 6, 5, input_size=32)
-        self.act1 = make_activation(activation)
         self.pool2 = MaxPool2DScratch(2, 2, input_size=28)
         self.conv3 = Conv2DScratch(6, 16, 5, input_size=14)
-        self.act3 = make_activation(activation)
         self.pool4 = AvgPool2DScratch(2, 2, input_size=10)
         self.conv5 = Conv2DScratch(16, 120, 5, input_size=5)
-        self.act5 = make_activation(activation)
-        # Fully connected layers are plain matmuls already; the exercise is about conv and pooling.
-        self.fc6 = nn.Linear(120, 84)
-        self.act6 = make_activation(activation)
-        self.fc7 = nn.Linear(84, num_classes)
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        """Classify a batch.
-
-        Args:
-            x: [N, in_channels, 32, 32].
-        Returns:
-            [N, num_classes] logits.
-        """
-        x = self.pool2(self.act1(self.conv1(x)))
-        x = self.pool4(self.act3(self.conv3(x)))
-        x = self.act5(self.conv5(x))
-        x = paddle.flatten(x, 1)
-        return self.fc7(self.act6(self.fc6(x)))
 
 
 @register_model

@@ -6,8 +6,7 @@ import paddle
 import paddle.nn as nn
 
 from ..registry import register_model
-from ._layers import make_activation
-from .alexnet import check_dropout, check_feature_size, scale_channels
+from ._layers import check_feature_size, dense_head, make_activation, scale_channels
 
 # (convs in the block, output channels at width=1.0): VGG-11's configuration "A".
 VGG11_BLOCKS = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
@@ -56,12 +55,7 @@ class VGG(nn.Layer):
             stages.append(vgg_block(num_convs, channels, out, activation, batch_norm))
             channels = out
         self.features = nn.Sequential(*stages)
-        hidden, rate = scale_channels(512, width), check_dropout(dropout)
-        self.head = nn.Sequential(
-            nn.Linear(channels, hidden), make_activation(activation), nn.Dropout(rate),
-            nn.Linear(hidden, hidden), make_activation(activation), nn.Dropout(rate),
-            nn.Linear(hidden, num_classes),
-        )
+        self.head = dense_head(channels, scale_channels(512, width), num_classes, activation, dropout)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         """Classify a batch.
