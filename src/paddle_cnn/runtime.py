@@ -184,5 +184,6 @@ def environment_record(device: str) -> dict:
         "mkl_debug_cpu_type": os.environ.get("MKL_DEBUG_CPU_TYPE"),
         "runtime_decisions": dict(DECISIONS),
         "command": COMMAND,
+        "world_size": world_size(),  # processes of a paddle.distributed.launch job (1: not data-parallel)
         "git_commit": git_commit(),
     }
