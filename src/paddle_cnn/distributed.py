@@ -8,8 +8,9 @@ does:
 
 - Gradient of the global batch. DataParallel averages per-rank gradients, which is the gradient of
   the global-batch mean only when every rank holds the same number of samples. GlobalMeanLoss
-  scales each rank's loss by its share, so uneven shards (the last batch of an epoch) are exact too,
-  and it reports the global-batch mean as the loss value (one all-reduce of two numbers per step).
+  scales each rank's loss by its share, so uneven shards (an odd batch size, the last batch of an
+  epoch) are exact too, and it reports the global-batch mean as the loss value (one all-reduce of
+  three numbers per step: loss sum, sample count, stop flag).
 - Train accuracy. hapi computes metrics in training on the rank's own shard only: DistributedSync
   all-reduces (correct, seen) at each epoch end. The accuracy on the per-step progress line stays
   rank 0's shard.
@@ -17,8 +18,9 @@ does:
   are not sharded), so the numbers equal a single-process evaluation of the same checkpoint. hapi
   all-gathers eval outputs, duplicating every sample world-size times; accuracy is unchanged by
   that (correct and seen both scale) and batch_samples() undoes the inflated batch size.
-- BatchNorm. DataParallel syncs buffers only once, at wrap time, and each rank normalises with its
-  own shard's statistics (SyncBatchNorm is GPU-only). DistributedSync averages the running
+- BatchNorm. DataParallel syncs the running statistics only once, at wrap time, and each rank
+  normalises with its own shard's statistics (SyncBatchNorm has no CPU kernel: "sync_batch_norm
+  is not registered"). DistributedSync averages the running
   mean/variance across ranks before every evaluation and checkpoint, so all ranks agree, but
   models with BatchNorm do not train bit-for-bit like one process with the global batch.
 - Files. Only rank 0 writes (fileio and vdl check runtime.rank()); the other ranks read what
