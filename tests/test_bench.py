@@ -47,6 +47,21 @@ def test_bench_includes_torch_when_installed(tmp_path):
         assert len(row["torch_repeats"]) == 1
 
 
+def test_bench_without_torch_installed_notes_it(tmp_path, monkeypatch):
+    monkeypatch.setattr("paddle_cnn.bench_torch.torch_available", lambda: False)
+    path = tmp_path / "bench.json"
+    assert main(["bench", "--models", "lenet", "--batch", "2", "--steps", "1", "--repeats", "1",
+                 "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    assert any("PyTorch is not installed" in note for note in result["notes"])
+    assert result["rows"][0]["torch_images_per_s"] is None and result["rows"][0]["paddle_images_per_s"] > 0
+
+
+def test_busy_machine_is_noted():
+    assert any("busy" in note for note in bench._notes(3.0, False, False))
+    assert bench._notes(0.1, True, True) == []
+
+
 def test_bench_unknown_model_lists_valid_names(capsys):
     assert main(["bench", "--models", "lenet,resnet99", "--no-torch"]) == 2
     err = capsys.readouterr().err
@@ -110,3 +125,45 @@ def test_torch_twin_computes_the_same_function(name, stem, shape):
     assert len(p_means) == len(t_means)
     for p_mean, t_mean in zip(p_means, t_means):
         np.testing.assert_allclose(t_mean, p_mean, rtol=1e-4, atol=1e-5)
+
+
+# (in, out, side, kernel, stride, padding, bias): outputs of 2x2 and 1x1 take the batch-GEMM path,
+# larger ones paddle's conv with the [C, 1, 1] bias add; non-square kernels catch an h/w mix-up.
+FAST_CONV_CASES = [
+    (3, 5, 2, 3, 1, 1, True),
+    (4, 6, 3, 3, 2, 1, False),
+    (2, 3, 5, 5, 1, 0, True),
+    (3, 4, 4, (3, 1), (2, 4), (1, 0), True),
+    (2, 3, 8, 3, 1, 1, True),
+    (2, 3, 9, (3, 5), 2, (0, 2), False),
+]
+
+
+@pytest.mark.parametrize("c_in,c_out,side,k,stride,pad,bias", FAST_CONV_CASES)
+def test_fast_conv_matches_paddle_conv(c_in, c_out, side, k, stride, pad, bias):
+    paddle.seed(0)
+    ref = paddle.nn.Conv2D(c_in, c_out, k, stride=stride, padding=pad, bias_attr=None if bias else False)
+    fast = paddle.nn.Conv2D(c_in, c_out, k, stride=stride, padding=pad, bias_attr=None if bias else False)
+    fast.set_state_dict(ref.state_dict())
+    assert bench.enable_fast_conv(fast) == 1
+    x_np = np.random.default_rng(1).standard_normal((3, c_in, side, side)).astype(np.float32)
+    results = []
+    for layer in (ref, fast):
+        x = paddle.to_tensor(x_np, stop_gradient=False)
+        out = layer(x)
+        upstream = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
+        (out * paddle.to_tensor(upstream)).sum().backward()
+        results.append([out.numpy(), x.grad.numpy()] + [p.grad.numpy() for p in layer.parameters()])
+    assert results[0][0].shape == results[1][0].shape
+    for expected, got in zip(*results):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_fast_conv_skips_what_it_cannot_do_and_keeps_weights():
+    assert bench.enable_fast_conv(paddle.nn.Conv2D(4, 4, 3, groups=2)) == 0
+    assert bench.enable_fast_conv(paddle.nn.Conv2D(4, 4, 3, dilation=2)) == 0
+    net = build_model("resnet18")
+    keys = list(net.state_dict())
+    assert bench.enable_fast_conv(net) == 20  # stem, 16 block convs, 3 projections
+    assert list(net.state_dict()) == keys
+    assert net(paddle.randn([2, 3, 32, 32])).shape == [2, 10]

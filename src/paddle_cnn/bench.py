@@ -27,6 +27,7 @@ import os
 import platform
 import statistics
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,7 @@ WARMUP_STEPS = 2
 SETTLE_SECONDS = 0.25
 SGEMM_N = 2048
 EPOCH_IMAGES = 2048
+BUSY_LOAD = 0.5  # 1-min load average above which the result carries a "machine was busy" note
 # Registry names that take 28x28 inputs; every other model is benched at 32x32.
 SIDE_28 = {"lenet"}
 
@@ -284,6 +286,9 @@ def environment(threads: int) -> dict:
         "mkl_debug_cpu_type": os.environ.get("MKL_DEBUG_CPU_TYPE"),
         "mkl_debug_cpu_type_source": decisions.get("mkl_debug_cpu_type_source"),
         "paddle_flags": paddle.get_flags(["FLAGS_use_mkldnn", "FLAGS_use_onednn"]),
+        # How idle OpenMP threads wait (Intel OpenMP in paddle, libgomp in PyTorch): on a shared
+        # machine spinning threads lose the core to other processes and every op waits for them.
+        "openmp_wait": {k: os.environ.get(k) for k in ("KMP_BLOCKTIME", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
     }
 
 
@@ -313,10 +318,9 @@ def run_bench(specs: list[BenchSpec], batch: int, steps: int, repeats: int, with
     runtime.select_device("cpu")
     threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
     result = {"command": runtime.COMMAND, "batch": batch, "steps": steps, "repeats": repeats,
-              "warmup_steps": WARMUP_STEPS, **environment(threads), "notes": [], "load_average_before": os.getloadavg()}
+              "warmup_steps": WARMUP_STEPS, **environment(threads), "load_average_before": os.getloadavg()}
     torch_ok = with_torch and bench_torch.torch_available()
-    if with_torch and not torch_ok:
-        result["notes"].append("PyTorch is not installed: torch column skipped (pip install torch to compare).")
+    result["notes"] = _notes(result["load_average_before"][0], with_torch, torch_ok)
     if torch_ok:
         result["versions"]["torch"] = bench_torch.torch_info()["version"]
     sgemm = [sgemm_gflops()]
@@ -334,6 +338,18 @@ def run_bench(specs: list[BenchSpec], batch: int, steps: int, repeats: int, with
     result["load_average_after"] = os.getloadavg()
     result["rows"] = rows
     return result
+
+
+def _notes(load: float, with_torch: bool, torch_ok: bool) -> list[str]:
+    """Caveats printed under the table: a busy machine, PyTorch missing."""
+    notes = []
+    if load > BUSY_LOAD:
+        notes.append(f"the machine was busy (1-min load {load:.2f}): other processes took CPU time, which "
+                     f"slows multi-threaded runs most (OpenMP threads wait for a descheduled peer); repeat "
+                     f"on an idle machine before comparing numbers.")
+    if with_torch and not torch_ok:
+        notes.append("PyTorch is not installed: torch column skipped (pip install torch to compare).")
+    return notes
 
 
 def _fmt(value, spec: str, missing: str = "n/a") -> str:
@@ -403,3 +419,63 @@ def run_bench_cli(args) -> int:
         write_json(Path(args.json), result)
         print(f"written to {args.json}")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Speed fix found with this bench (see issue 4): paddle's CPU conv kernel loops over the batch and
+# calls one GEMM per image. When a conv's output is tiny (ResNet18's layer3/layer4 on 32x32 inputs
+# with the ImageNet stem: 2x2 and 1x1 pixels) each of those GEMMs is a matrix-vector product and
+# the layer runs at a few GFLOP/s; unfolding the whole batch into one matrix makes it one large
+# GEMM. Separately, paddle adds a conv bias as a [1, C, 1, 1] tensor, which takes a slow generic
+# broadcast path (forward and backward ~3x slower than the same add with a [C, 1, 1] bias).
+# Both are exact reformulations: same parameters, same state_dict, same results to float rounding.
+
+FAST_CONV_MAX_PIXELS = 4  # measured: batch-GEMM wins at 2x2 and 1x1 outputs, loses from 4x4 up
+
+
+def _fast_conv_supported(layer) -> bool:
+    return (layer._data_format == "NCHW" and layer._groups == 1 and layer._padding_mode == "zeros"
+            and layer._padding_algorithm == "EXPLICIT" and list(layer._dilation) == [1, 1]
+            and len(layer._updated_padding) == 2)
+
+
+def fast_conv_forward(layer, x: paddle.Tensor) -> paddle.Tensor:
+    """Conv2D forward for CPU: one batch-wide GEMM for tiny outputs, a [C, 1, 1] bias add otherwise.
+
+    Args:
+        layer: a paddle.nn.Conv2D that _fast_conv_supported accepts.
+        x: input [N, C, H, W].
+    Returns:
+        The same values layer's own forward returns.
+    """
+    import paddle.nn.functional as F
+
+    n, c_in, h, w = x.shape
+    (kh, kw), (sh, sw), (ph, pw) = layer._kernel_size, layer._stride, layer._updated_padding
+    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    c_out = layer.weight.shape[0]
+    if oh * ow > FAST_CONV_MAX_PIXELS:
+        out = F.conv2d(x, layer.weight, None, layer._stride, layer._updated_padding)
+        return out if layer.bias is None else out + layer.bias.reshape([-1, 1, 1])
+    cols = F.unfold(x, [kh, kw], strides=[sh, sw], paddings=[ph, pw])  # [N, C*kh*kw, oh*ow]
+    cols = cols.transpose([0, 2, 1]).reshape([-1, c_in * kh * kw])
+    out = paddle.matmul(cols, layer.weight.reshape([c_out, -1]), transpose_y=True)  # [N*oh*ow, C_out]
+    if layer.bias is not None:
+        out = out + layer.bias
+    return out.reshape([n, oh * ow, c_out]).transpose([0, 2, 1]).reshape([n, c_out, oh, ow])
+
+
+def enable_fast_conv(net) -> int:
+    """Route every supported Conv2D of net through fast_conv_forward (this instance only).
+
+    Args:
+        net: a paddle.nn.Layer; parameters and state_dict keys are unchanged.
+    Returns:
+        The number of Conv2D layers switched.
+    """
+    switched = 0
+    for layer in net.sublayers(include_self=True):
+        if isinstance(layer, paddle.nn.Conv2D) and _fast_conv_supported(layer):
+            layer.forward = types.MethodType(fast_conv_forward, layer)
+            switched += 1
+    return switched
