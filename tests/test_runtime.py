@@ -97,3 +97,14 @@ def test_report_command_runs_with_all_cores(write_config):
     cores = len(os.sched_getaffinity(0))
     assert probe["omp"] == str(cores) and probe["threads"] == cores
     assert probe["paddle_already_imported"] is False
+
+
+def test_cli_output_is_free_of_paddles_thread_count_warning(tmp_path):
+    """Paddle warns on import whenever OMP_NUM_THREADS > 1; the CLI sets it on purpose and drops that warning."""
+    from conftest import REPO, run_cli
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env["OMP_NUM_THREADS"] = "2"
+    proc = run_cli("report", str(REPO / "configs" / "lenet_mnist.yaml"), env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "OMP_NUM_THREADS" not in proc.stderr and "61,706" in proc.stdout

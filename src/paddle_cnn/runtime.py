@@ -123,7 +123,28 @@ def setup(threads: int | None = None, environ: dict | None = None) -> dict:
     if environ is None:
         DECISIONS.clear()
         DECISIONS.update(decisions)
+        _import_paddle_quietly()
     return decisions
+
+
+def _import_paddle_quietly() -> None:
+    """Import paddle now, dropping its import-time warning that OMP_NUM_THREADS is above 1.
+
+    That warning is about data-parallel runs and OpenBLAS builds; here the thread count is a
+    measured choice (recorded in env.json). Anything else paddle prints still gets through.
+    """
+    import contextlib
+    import io
+
+    if "paddle" in sys.modules:
+        return
+    buf = io.StringIO()
+    with contextlib.redirect_stderr(buf):
+        import paddle  # noqa: F401
+    kept = [line for line in buf.getvalue().splitlines()
+            if "OMP_NUM_THREADS set to" not in line and "USE OMP_NUM_THREADS WISELY" not in line]
+    if kept:
+        print("\n".join(kept), file=sys.stderr)
 
 
 def select_device(device: str) -> str:
