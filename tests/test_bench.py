@@ -167,3 +167,13 @@ def test_fast_conv_skips_what_it_cannot_do_and_keeps_weights():
     assert bench.enable_fast_conv(net) == 20  # stem, 16 block convs, 3 projections
     assert list(net.state_dict()) == keys
     assert net(paddle.randn([2, 3, 32, 32])).shape == [2, 10]
+
+
+def test_fast_conv_network_still_converts_to_static():
+    net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3, padding=1), paddle.nn.Conv2D(4, 2, 4))
+    x = paddle.randn([2, 3, 4, 4])
+    expected = net(x).numpy()
+    bench.enable_fast_conv(net)
+    static = paddle.jit.to_static(net, input_spec=[paddle.static.InputSpec([None, 3, 4, 4], "float32")],
+                                  full_graph=True)
+    np.testing.assert_allclose(static(x).numpy(), expected, rtol=1e-5, atol=1e-5)

@@ -442,6 +442,8 @@ def _fast_conv_supported(layer) -> bool:
 def fast_conv_forward(layer, x: paddle.Tensor) -> paddle.Tensor:
     """Conv2D forward for CPU: one batch-wide GEMM for tiny outputs, a [C, 1, 1] bias add otherwise.
 
+    Outside eager mode (to_static, export) and off the CPU it is paddle's own forward.
+
     Args:
         layer: a paddle.nn.Conv2D that _fast_conv_supported accepts.
         x: input [N, C, H, W].
@@ -451,6 +453,8 @@ def fast_conv_forward(layer, x: paddle.Tensor) -> paddle.Tensor:
     import paddle.nn.functional as F
 
     n, c_in, h, w = x.shape
+    if not paddle.in_dynamic_mode() or not x.place.is_cpu_place():  # graph export, GPU: paddle's own
+        return paddle.nn.Conv2D.forward(layer, x)
     (kh, kw), (sh, sw), (ph, pw) = layer._kernel_size, layer._stride, layer._updated_padding
     oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     c_out = layer.weight.shape[0]
