@@ -145,3 +145,14 @@ def test_bad_comparisons_fail_before_training(tmp_path, data_root, change, messa
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=message):
         load_comparison(path)
+
+
+def test_missing_init_from_run_fails_before_any_variant_trains(tmp_path, data_root, capsys):
+    path = _write_comparison(tmp_path, data_root)
+    data = yaml.safe_load(path.read_text())
+    del data["vary"]
+    data["variants"] = [{"label": "scratch"}, {"label": "pretrained", "model.init_from": str(tmp_path / "nowhere")}]
+    path.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out"
+    assert main(["compare", str(path), "--output-dir", str(out)]) == 2
+    assert "pretrained" in capsys.readouterr().err and not out.exists()

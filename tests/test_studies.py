@@ -175,3 +175,16 @@ def test_finetune_configs_point_at_the_pretraining_run():
     assert pretrain.model.num_classes != finetune.model.num_classes
     study = read_yaml(REPO / "configs" / "studies" / "finetune_lenet.yaml")
     assert (REPO / "configs" / "studies" / study["base"]).resolve() == (REPO / "configs" / "finetune_lenet_mnist.yaml")
+
+
+def test_frozen_layers_are_not_counted_as_trainable(write_config, tmp_path):
+    import json
+
+    from paddle_cnn.cli import main
+
+    out = tmp_path / "frozen"
+    assert main(["train", str(write_config(model={"freeze": ["conv1", "conv3"]}, train={"epochs": 1})),
+                 "--output-dir", str(out)]) == 0
+    report = json.loads((out / "model_report.json").read_text())
+    # conv1: 6*1*5*5+6 = 156, conv3: 16*6*5*5+16 = 2,416 frozen out of 61,706.
+    assert report["total_params"] == 61706 and report["trainable_params"] == 61706 - 156 - 2416

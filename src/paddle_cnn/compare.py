@@ -156,6 +156,15 @@ def _prepare_dir(out_dir: Path, overwrite: bool, resume: bool) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
+def _check_init_runs(comparison: Comparison) -> None:
+    """Every model.init_from must name a finished run before the first variant trains."""
+    for variant in comparison.variants:
+        init_from = comparison.config(variant, comparison.seeds[0]).model.init_from
+        if init_from and not (Path(init_from) / "checkpoints" / "best.pdparams").is_file():
+            raise ConfigError(f"{comparison.source}: variant {variant.label} starts from model.init_from={init_from}, "
+                              f"which holds no finished run (checkpoints/best.pdparams); train that run first.")
+
+
 def run_comparison(comparison: Comparison, out_dir: Path, overwrite: bool = False, resume: bool = False,
                    log=print) -> str:
     """Train every variant for every seed, then write comparison.{json,md,png}.
@@ -172,6 +181,7 @@ def run_comparison(comparison: Comparison, out_dir: Path, overwrite: bool = Fals
     from . import engine
 
     out_dir = Path(out_dir)
+    _check_init_runs(comparison)
     _prepare_dir(out_dir, overwrite, resume)
     for seed in comparison.seeds:
         # Shared layers start equal: every variant of this seed copies them from the first variant.

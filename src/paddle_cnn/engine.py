@@ -412,7 +412,9 @@ def _train(cfg: Config, run_dir: Path, resume: bool, log, init_state: dict | Non
     splits = load_splits(cfg.data, cfg.model.in_channels, cfg.train.seed)
     loaders = make_loaders(cfg, splits)
     shape = tuple(splits["train"].images.shape[1:])
-    report = model_report(build_network(cfg), shape)  # a separate instance: summary runs a forward
+    report_net = build_network(cfg)  # a separate instance: summary runs a forward
+    freeze(report_net, cfg.model.freeze)  # so "trainable params" excludes frozen layers
+    report = model_report(report_net, shape)
     net = build_network(cfg)
     fresh = not (resume and (run_dir / LAST).is_file())  # a resume before any checkpoint starts over
     if init_state is not None and fresh:
