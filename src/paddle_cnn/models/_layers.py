@@ -105,3 +105,27 @@ def dense_head(in_features: int, hidden: int, num_classes: int, activation: str,
         nn.Linear(hidden, hidden), make_activation(activation), nn.Dropout(rate),
         nn.Linear(hidden, num_classes),
     )
+
+
+class FeaturesHead(nn.Layer):
+    """A convolutional `features` stack, then a dense `head` on a fixed-size feature map.
+
+    Subclasses set features, head, feature_side (side of the map the head expects), model_name
+    and input_sizes (the inputs that give that map, for the error message).
+    """
+
+    feature_side: int
+    model_name: str
+    input_sizes: str
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        """Classify a batch.
+
+        Args:
+            x: images [N, in_channels, H, W] of a size listed in input_sizes.
+        Returns:
+            Logits [N, num_classes].
+        """
+        f = self.features(x)
+        check_feature_size(f, self.feature_side, self.model_name, self.input_sizes, list(x.shape[2:]))
+        return self.head(paddle.flatten(f, 1))

@@ -6,10 +6,10 @@ import paddle
 import paddle.nn as nn
 
 from ..registry import register_model
-from ._layers import check_dropout, check_feature_size, dense_head, make_activation, scale_channels
+from ._layers import FeaturesHead, dense_head, make_activation, scale_channels
 
 
-class AlexNet(nn.Layer):
+class AlexNet(FeaturesHead):
     """AlexNet (nndl 5.4 / d2l 7.1) for 32x32: 5 convs, 3 overlapping max-pools, dropout dense head.
 
     The 11x11/4 first conv of the 224x224 original would leave nothing of a 32x32 image, so the
@@ -18,6 +18,8 @@ class AlexNet(nn.Layer):
     25x25 to 32x32 works; others raise ConfigError. The dense head has 1024 hidden units instead
     of 4096: its input is 4096 features rather than 9216, and 4096 would add ~29M parameters.
     """
+
+    feature_side, model_name, input_sizes = 4, "alexnet", "25x25 to 32x32"
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
                  activation: str = "relu", dropout: float = 0.5):
@@ -33,18 +35,6 @@ class AlexNet(nn.Layer):
             nn.Conv2D(c4, c5, 3, padding=1), act(), pool(),
         )
         self.head = dense_head(c5 * 4 * 4, hidden, num_classes, activation, dropout)
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        """Classify a batch.
-
-        Args:
-            x: images [N, in_channels, H, W], H and W in 25..32.
-        Returns:
-            Logits [N, num_classes].
-        """
-        f = self.features(x)
-        check_feature_size(f, 4, "alexnet", "25x25 to 32x32", list(x.shape[2:]))
-        return self.head(paddle.flatten(f, 1))
 
 
 @register_model

@@ -6,7 +6,7 @@ import paddle
 import paddle.nn as nn
 
 from ..registry import register_model
-from ._layers import check_feature_size, dense_head, make_activation, scale_channels
+from ._layers import FeaturesHead, dense_head, make_activation, scale_channels
 
 # (convs in the block, output channels at width=1.0): VGG-11's configuration "A".
 VGG11_BLOCKS = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
@@ -37,13 +37,15 @@ def vgg_block(num_convs: int, in_channels: int, out_channels: int, activation: s
     return nn.Sequential(*layers)
 
 
-class VGG(nn.Layer):
+class VGG(FeaturesHead):
     """VGG with a dense head of two hidden layers with dropout, sized for a 1x1 final feature map.
 
     Five pools take 32x32 to 1x1 (28x28 too, as pools round up; any input 17x17 to 32x32 works,
     others raise ConfigError). The head has 512 hidden units instead of the 224x224 original's
     4096, since it sees 512 features rather than 25088.
     """
+
+    feature_side, model_name, input_sizes = 1, "vgg11", "17x17 to 32x32"
 
     def __init__(self, blocks=VGG11_BLOCKS, num_classes: int = 10, in_channels: int = 3,
                  width: float = 1.0, activation: str = "relu", dropout: float = 0.5,
@@ -56,18 +58,6 @@ class VGG(nn.Layer):
             channels = out
         self.features = nn.Sequential(*stages)
         self.head = dense_head(channels, scale_channels(512, width), num_classes, activation, dropout)
-
-    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        """Classify a batch.
-
-        Args:
-            x: images [N, in_channels, H, W], H and W in 17..32.
-        Returns:
-            Logits [N, num_classes].
-        """
-        f = self.features(x)
-        check_feature_size(f, 1, "vgg11", "17x17 to 32x32", list(x.shape[2:]))
-        return self.head(paddle.flatten(f, 1))
 
 
 @register_model
