@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import paddle
 import paddle.nn as nn
 
 from ..registry import register_model
