@@ -1,6 +1,7 @@
 """`paddle-cnn bench` on a tiny workload: JSON contents, PyTorch twins, errors, --ops. No timing assertions."""
 
 import json
+import os
 
 import numpy as np
 import paddle
@@ -33,7 +34,7 @@ def test_bench_json_has_every_model_with_positive_numbers(tmp_path, capsys):
     assert result["rows"][1]["macs_per_image"] > 100 * result["rows"][0]["macs_per_image"]
     assert result["sgemm"]["gflops"] > 0 and result["omp_num_threads"] >= 1
     assert {"paddle", "numpy", "python"} <= set(result["versions"])
-    assert result["cpu"]["vendor"] and "mkl_debug_cpu_type_source" in result
+    assert result["cpu"]["vendor"] and "mkl_debug_cpu_type_source" in result and "busy_cores_before" in result
     table = capsys.readouterr().out
     assert "| lenet | 1x28x28 | 4 |" in table and "OMP_NUM_THREADS=" in table
 
@@ -58,8 +59,10 @@ def test_bench_without_torch_installed_notes_it(tmp_path, monkeypatch):
 
 
 def test_busy_machine_is_noted():
-    assert any("busy" in note for note in bench._notes(3.0, False, False))
-    assert bench._notes(0.1, True, True) == []
+    assert any("busy" in note for note in bench._notes(1.5, False, False))
+    assert bench._notes(0.1, True, True) == [] and bench._notes(None, True, True) == []
+    busy = bench.busy_cores(0.05)
+    assert busy is None or 0.0 <= busy <= (os.cpu_count() or 1) + 1e-6
 
 
 def test_bench_unknown_model_lists_valid_names(capsys):

@@ -44,7 +44,9 @@ WARMUP_STEPS = 2
 SETTLE_SECONDS = 0.25
 SGEMM_N = 2048
 EPOCH_IMAGES = 2048
-BUSY_LOAD = 0.5  # 1-min load average above which the result carries a "machine was busy" note
+# Cores' worth of CPU time other processes used in the second before the bench above which the
+# result carries a "machine was busy" note (the load average lags by minutes, so it is not used).
+BUSY_CORES = 0.25
 # Registry names that take 28x28 inputs; every other model is benched at 32x32.
 SIDE_28 = {"lenet"}
 
@@ -318,9 +320,10 @@ def run_bench(specs: list[BenchSpec], batch: int, steps: int, repeats: int, with
     runtime.select_device("cpu")
     threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
     result = {"command": runtime.COMMAND, "batch": batch, "steps": steps, "repeats": repeats,
-              "warmup_steps": WARMUP_STEPS, **environment(threads), "load_average_before": os.getloadavg()}
+              "warmup_steps": WARMUP_STEPS, **environment(threads), "load_average_before": os.getloadavg(),
+              "busy_cores_before": busy_cores()}
     torch_ok = with_torch and bench_torch.torch_available()
-    result["notes"] = _notes(result["load_average_before"][0], with_torch, torch_ok)
+    result["notes"] = _notes(result["busy_cores_before"], with_torch, torch_ok)
     if torch_ok:
         result["versions"]["torch"] = bench_torch.torch_info()["version"]
     sgemm = [sgemm_gflops()]
@@ -340,13 +343,35 @@ def run_bench(specs: list[BenchSpec], batch: int, steps: int, repeats: int, with
     return result
 
 
-def _notes(load: float, with_torch: bool, torch_ok: bool) -> list[str]:
+def busy_cores(seconds: float = 1.0) -> float | None:
+    """CPU time the whole machine used over a short sample, in cores (Linux /proc/stat).
+
+    Args:
+        seconds: length of the sample.
+    Returns:
+        Busy cores (0 = idle, 2.0 = both of 2 cores busy), or None where /proc/stat is unreadable.
+    """
+    def sample() -> tuple[int, int]:
+        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, total
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(seconds)
+        idle1, total1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    cpus = os.cpu_count() or 1
+    return cpus * (1 - (idle1 - idle0) / max(1, total1 - total0))
+
+
+def _notes(busy: float | None, with_torch: bool, torch_ok: bool) -> list[str]:
     """Caveats printed under the table: a busy machine, PyTorch missing."""
     notes = []
-    if load > BUSY_LOAD:
-        notes.append(f"the machine was busy (1-min load {load:.2f}): other processes took CPU time, which "
-                     f"slows multi-threaded runs most (OpenMP threads wait for a descheduled peer); repeat "
-                     f"on an idle machine before comparing numbers.")
+    if busy is not None and busy > BUSY_CORES:
+        notes.append(f"the machine was busy ({busy:.1f} cores in use by other processes just before the bench): "
+                     f"that slows multi-threaded runs most (OpenMP threads wait for a descheduled peer); "
+                     f"repeat on an idle machine before comparing numbers.")
     if with_torch and not torch_ok:
         notes.append("PyTorch is not installed: torch column skipped (pip install torch to compare).")
     return notes
@@ -384,7 +409,8 @@ def format_table(result: dict) -> str:
         f"{result['mkl_debug_cpu_type'] or 'unset'} ({result['mkl_debug_cpu_type_source']})",
         f"numpy sgemm {SGEMM_N}x{SGEMM_N} float32: {result['sgemm']['gflops']:.1f} GFLOP/s; "
         f"achieved GFLOP/s = 6 x MACs/image x paddle img/s (MACs from paddle.flops)",
-        f"load average (1/5/15 min) before {_loads(result['load_average_before'])}, "
+        f"other load before: {_fmt(result['busy_cores_before'], '.2f')} cores busy; load average (1/5/15 min) "
+        f"before {_loads(result['load_average_before'])}, "
         f"after {_loads(result['load_average_after'])}; {result['steps']} steps x {result['repeats']} repeats, "
         f"median, {result['warmup_steps']} warm-up steps excluded",
     ]
