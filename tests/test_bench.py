@@ -180,3 +180,11 @@ def test_fast_conv_network_still_converts_to_static():
     static = paddle.jit.to_static(net, input_spec=[paddle.static.InputSpec([None, 3, 4, 4], "float32")],
                                   full_graph=True)
     np.testing.assert_allclose(static(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_fast_conv_flag_is_recorded_and_runs(tmp_path):
+    out = tmp_path / "fast.json"
+    assert main(["bench", "--models", "resnet18", "--batch", "2", "--steps", "1", "--repeats", "1", "--no-torch",
+                 "--fast-conv", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["fast_conv"] is True and result["rows"][0]["paddle_images_per_s"] > 0

@@ -118,16 +118,19 @@ def random_batch(shape: tuple[int, int, int], batch: int, seed: int = 0) -> tupl
     return x, rng.integers(0, 10, size=(batch, 1)).astype(np.int64)
 
 
-def paddle_train_step(spec: BenchSpec, batch: int):
+def paddle_train_step(spec: BenchSpec, batch: int, fast_conv: bool = False):
     """The project's training step for a model: build_network + prepare_model + train_batch.
 
     Args:
         spec: the model. batch: images per step.
+        fast_conv: route the network's convs through enable_fast_conv (an experiment; train does not).
     Returns:
         (prepared paddle.Model, cfg, step() running model.train_batch on a fixed batch).
     """
     cfg = bench_config(spec, batch)
     net = engine.build_network(cfg)
+    if fast_conv:
+        enable_fast_conv(net)
     model = engine.prepare_model(cfg, net, spec.shape, max(1, EPOCH_IMAGES // batch))
     x, y = random_batch(spec.shape, batch)
 
@@ -235,7 +238,7 @@ def epoch_rate(model, spec: BenchSpec, batch: int, images: int = EPOCH_IMAGES) -
 
 
 def bench_model(spec: BenchSpec, batch: int, steps: int, repeats: int, threads: int,
-                with_torch: bool, epoch: bool = False) -> dict:
+                with_torch: bool, epoch: bool = False, fast_conv: bool = False) -> dict:
     """Bench one model: paddle (and PyTorch) training images/s, MACs, optionally a fit epoch.
 
     Args:
@@ -243,12 +246,13 @@ def bench_model(spec: BenchSpec, batch: int, steps: int, repeats: int, threads: 
         threads: PyTorch threads (paddle's OMP_NUM_THREADS).
         with_torch: time the PyTorch twin too (when the model has one).
         epoch: also time one fit epoch of EPOCH_IMAGES random images.
+        fast_conv: time the experimental fast conv instead of paddle's conv.
     Returns:
         One result row (JSON-ready).
     """
     from . import bench_torch
 
-    model, cfg, step = paddle_train_step(spec, batch)
+    model, cfg, step = paddle_train_step(spec, batch, fast_conv)
     sides = {"paddle": step}
     row = {"model": spec.label, "name": spec.name, "stem": spec.stem, "input": list(spec.shape), "batch": batch,
            "macs_per_image": model_macs(cfg, spec.shape), "torch_note": None}
@@ -302,7 +306,7 @@ def _cpuinfo_lines() -> list[str]:
 
 
 def run_bench(specs: list[BenchSpec], batch: int, steps: int, repeats: int, with_torch: bool = True,
-              epoch: bool = False, log=print) -> dict:
+              epoch: bool = False, log=print, fast_conv: bool = False) -> dict:
     """Bench every model and measure sgemm before and after.
 
     Args:
@@ -310,6 +314,7 @@ def run_bench(specs: list[BenchSpec], batch: int, steps: int, repeats: int, with
         with_torch: include PyTorch when it is installed.
         epoch: also time one fit epoch per model.
         log: progress lines.
+        fast_conv: time the experimental fast conv (not what `train` uses).
     Returns:
         The full result (JSON-ready): environment, sgemm, load, notes, rows.
     """
@@ -320,7 +325,7 @@ def run_bench(specs: list[BenchSpec], batch: int, steps: int, repeats: int, with
     runtime.select_device("cpu")
     threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
     result = {"command": runtime.COMMAND, "batch": batch, "steps": steps, "repeats": repeats,
-              "warmup_steps": WARMUP_STEPS, **environment(threads), "load_average_before": os.getloadavg(),
+              "warmup_steps": WARMUP_STEPS, "fast_conv": fast_conv, **environment(threads), "load_average_before": os.getloadavg(),
               "busy_cores_before": busy_cores()}
     torch_ok = with_torch and bench_torch.torch_available()
     result["notes"] = _notes(result["busy_cores_before"], with_torch, torch_ok)
@@ -330,7 +335,7 @@ def run_bench(specs: list[BenchSpec], batch: int, steps: int, repeats: int, with
     rows = []
     for spec in specs:
         log(f"bench {spec.label} {spec.shape} batch {batch} ...")
-        rows.append(bench_model(spec, batch, steps, repeats, threads, torch_ok, epoch))
+        rows.append(bench_model(spec, batch, steps, repeats, threads, torch_ok, epoch, fast_conv))
     sgemm.append(sgemm_gflops())
     # The faster of the two runs: the CPU's capability when least disturbed by other load.
     result["sgemm"] = {"n": SGEMM_N, "gflops": max(sgemm), "runs_gflops": sgemm}
@@ -437,7 +442,7 @@ def run_bench_cli(args) -> int:
     else:
         specs = parse_models(args.models)
         result = run_bench(specs, args.batch, args.steps, args.repeats, with_torch=not args.no_torch,
-                           epoch=getattr(args, "epoch", False))
+                           epoch=args.epoch, fast_conv=args.fast_conv)
         print(format_table(result))
     if args.json:
         from .fileio import write_json
