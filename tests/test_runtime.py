@@ -108,3 +108,13 @@ def test_cli_output_is_free_of_paddles_thread_count_warning(tmp_path):
     proc = run_cli("report", str(REPO / "configs" / "lenet_mnist.yaml"), env=env)
     assert proc.returncode == 0, proc.stderr
     assert "OMP_NUM_THREADS" not in proc.stderr and "61,706" in proc.stdout
+
+
+def test_training_output_is_free_of_paddles_batchnorm_notice(write_config, tmp_path):
+    from conftest import run_cli
+
+    cfg = write_config(model={"name": "resnet18", "stem": "imagenet"}, data={"train_size": 50},
+                       train={"epochs": 1, "batch_size": 25})
+    proc = run_cli("train", str(cfg), "--output-dir", str(tmp_path / "run"), env={"OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr
+    assert "track global mean" not in proc.stderr and "UserWarning" not in proc.stderr

@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.reconfigure(line_buffering=True)
     # Paddle's import warns that ccache (used to build C++ extensions, which this project never does) is missing.
     warnings.filterwarnings("ignore", message="No ccache found")
+    # BatchNorm says on every training run that it tracks global statistics: true, expected, not actionable.
+    warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
