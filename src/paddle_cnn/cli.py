@@ -42,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks for errors")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    _add_run_commands(sub)
+    _add_tool_commands(sub)
+    return parser
+
+
+def _add_run_commands(sub) -> None:
+    """train, evaluate, report, compare: commands that read configs and runs."""
     p = sub.add_parser("train", help="train a model from a YAML config")
     p.add_argument("config", nargs="?", help="YAML config file")
     _config_args(p)
@@ -66,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="keep finished variant runs and resume unfinished ones")
     p.set_defaults(func=cmd_compare)
 
+
+def _add_tool_commands(sub) -> None:
+    """bench, board, predict."""
     p = sub.add_parser("bench", help="training images/s of the real training step vs PyTorch and sgemm")
     p.add_argument("--models", default="lenet,resnet18,resnet18_plain",
                    help="comma-separated registry names, optionally name:stem (e.g. resnet18:cifar)")
@@ -94,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["test", "dev"], default="test", help="dataset split when no --images")
     p.add_argument("--count", type=int, default=16, help="dataset samples to show")
     p.set_defaults(func=cmd_predict)
-    return parser
+
 
 
 def main(argv: list[str] | None = None) -> int:
