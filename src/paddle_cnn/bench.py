@@ -204,7 +204,7 @@ class _EpochTimer(paddle.callbacks.Callback):
 
     def __init__(self):
         super().__init__()
-        self.meter = engine.LossMeter("train")
+        self.meter = engine.LossMeter()
         self.seconds = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):

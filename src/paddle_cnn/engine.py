@@ -138,9 +138,8 @@ def prepare_model(cfg: Config, net, input_shape, steps_per_epoch: int) -> paddle
 class LossMeter(paddle.callbacks.Callback):
     """Size-weighted mean of the per-batch losses hapi reports (it only keeps the last one)."""
 
-    def __init__(self, mode: str = "eval"):
+    def __init__(self):
         super().__init__()
-        self.mode = mode
         self.reset()
 
     def reset(self) -> None:
@@ -239,7 +238,7 @@ class RunRecorder(paddle.callbacks.Callback):
         super().__init__()
         self.run_dir, self.cfg, self.loader, self.progress, self.vdl, self.log = (
             run_dir, cfg, train_loader, progress, vdl, log)
-        self.train_meter, self.dev_meter = LossMeter("train"), LossMeter()
+        self.train_meter, self.dev_meter = LossMeter(), LossMeter()
         self.start_epoch = progress.epoch
 
     def on_epoch_begin(self, epoch, logs=None):
