@@ -130,61 +130,14 @@ def test_torch_twin_computes_the_same_function(name, stem, shape):
         np.testing.assert_allclose(t_mean, p_mean, rtol=1e-4, atol=1e-5)
 
 
-# (in, out, side, kernel, stride, padding, bias): outputs of 2x2 and 1x1 take the batch-GEMM path,
-# larger ones paddle's conv with the [C, 1, 1] bias add; non-square kernels catch an h/w mix-up.
-FAST_CONV_CASES = [
-    (3, 5, 2, 3, 1, 1, True),
-    (4, 6, 3, 3, 2, 1, False),
-    (2, 3, 5, 5, 1, 0, True),
-    (3, 4, 4, (3, 1), (2, 4), (1, 0), True),
-    (2, 3, 8, 3, 1, 1, True),
-    (2, 3, 9, (3, 5), 2, (0, 2), False),
-]
-
-
-@pytest.mark.parametrize("c_in,c_out,side,k,stride,pad,bias", FAST_CONV_CASES)
-def test_fast_conv_matches_paddle_conv(c_in, c_out, side, k, stride, pad, bias):
-    paddle.seed(0)
-    ref = paddle.nn.Conv2D(c_in, c_out, k, stride=stride, padding=pad, bias_attr=None if bias else False)
-    fast = paddle.nn.Conv2D(c_in, c_out, k, stride=stride, padding=pad, bias_attr=None if bias else False)
-    fast.set_state_dict(ref.state_dict())
-    assert bench.enable_fast_conv(fast) == 1
-    x_np = np.random.default_rng(1).standard_normal((3, c_in, side, side)).astype(np.float32)
-    results = []
-    for layer in (ref, fast):
-        x = paddle.to_tensor(x_np, stop_gradient=False)
-        out = layer(x)
-        upstream = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
-        (out * paddle.to_tensor(upstream)).sum().backward()
-        results.append([out.numpy(), x.grad.numpy()] + [p.grad.numpy() for p in layer.parameters()])
-    assert results[0][0].shape == results[1][0].shape
-    for expected, got in zip(*results):
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
-
-
-def test_fast_conv_skips_what_it_cannot_do_and_keeps_weights():
-    assert bench.enable_fast_conv(paddle.nn.Conv2D(4, 4, 3, groups=2)) == 0
-    assert bench.enable_fast_conv(paddle.nn.Conv2D(4, 4, 3, dilation=2)) == 0
-    net = build_model("resnet18")
-    keys = list(net.state_dict())
-    assert bench.enable_fast_conv(net) == 20  # stem, 16 block convs, 3 projections
-    assert list(net.state_dict()) == keys
-    assert net(paddle.randn([2, 3, 32, 32])).shape == [2, 10]
-
-
-def test_fast_conv_network_still_converts_to_static():
-    net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3, padding=1), paddle.nn.Conv2D(4, 2, 4))
-    x = paddle.randn([2, 3, 4, 4])
-    expected = net(x).numpy()
-    bench.enable_fast_conv(net)
-    static = paddle.jit.to_static(net, input_spec=[paddle.static.InputSpec([None, 3, 4, 4], "float32")],
-                                  full_graph=True)
-    np.testing.assert_allclose(static(x).numpy(), expected, rtol=1e-5, atol=1e-5)
-
-
-def test_fast_conv_flag_is_recorded_and_runs(tmp_path):
+def test_bench_times_paddles_conv_and_the_default_fast_conv_in_the_same_run(tmp_path, capsys):
     out = tmp_path / "fast.json"
     assert main(["bench", "--models", "resnet18", "--batch", "2", "--steps", "1", "--repeats", "1", "--no-torch",
-                 "--fast-conv", "--json", str(out)]) == 0
+                 "--json", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["fast_conv"] is True and result["rows"][0]["paddle_images_per_s"] > 0
+    row = result["rows"][0]
+    assert row["paddle_images_per_s"] > 0 and row["fast_conv_images_per_s"] > 0
+    assert len(row["paddle_repeats"]) == len(row["fast_conv_repeats"]) == 1
+    assert row["fast_conv_sgemm_fraction"] == pytest.approx(row["fast_conv_gflops"] / result["sgemm"]["gflops"])
+    table = capsys.readouterr().out
+    assert "| resnet18 | 3x32x32 | 2 | paddle |" in table and "| resnet18 | 3x32x32 | 2 | fast_conv (default) |" in table

@@ -27,7 +27,6 @@ import os
 import platform
 import statistics
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +48,11 @@ EPOCH_IMAGES = 2048
 BUSY_CORES = 0.25
 # Registry names that take 28x28 inputs; every other model is benched at 32x32.
 SIDE_28 = {"lenet"}
+# What is timed: paddle's own conv (runtime.fast_conv false), what `train` runs by default
+# (runtime.fast_conv true), and PyTorch.
+SIDES = ("paddle", "fast_conv", "torch")
+# Row key of each paddle side's speed relative to PyTorch ("ratio" predates the fast_conv side).
+RATIO_KEYS = {"paddle": "ratio", "fast_conv": "fast_conv_ratio"}
 
 
 @dataclass
@@ -87,12 +91,13 @@ def parse_models(text: str) -> list[BenchSpec]:
     return specs
 
 
-def bench_config(spec: BenchSpec, batch: int) -> Config:
+def bench_config(spec: BenchSpec, batch: int, fast_conv: bool = False) -> Config:
     """The training config the bench builds the model from (SGD, constant lr, CPU).
 
     Args:
         spec: the model to bench.
         batch: batch size.
+        fast_conv: the config's runtime.fast_conv.
     Returns:
         A validated Config.
     """
@@ -101,7 +106,7 @@ def bench_config(spec: BenchSpec, batch: int) -> Config:
         model["stem"] = spec.stem
     data = {"data": {"name": "mnist" if spec.shape[0] == 1 else "cifar10"}, "model": model,
             "optimizer": {"name": "sgd", "lr": 0.01}, "train": {"batch_size": batch, "epochs": 1},
-            "runtime": {"device": "cpu"}}
+            "runtime": {"device": "cpu", "fast_conv": fast_conv}}
     return build_config(data, source="paddle-cnn bench")
 
 
@@ -123,14 +128,12 @@ def paddle_train_step(spec: BenchSpec, batch: int, fast_conv: bool = False):
 
     Args:
         spec: the model. batch: images per step.
-        fast_conv: route the network's convs through enable_fast_conv (an experiment; train does not).
+        fast_conv: the config's runtime.fast_conv (true is what `train` runs by default).
     Returns:
         (prepared paddle.Model, cfg, step() running model.train_batch on a fixed batch).
     """
-    cfg = bench_config(spec, batch)
+    cfg = bench_config(spec, batch, fast_conv)
     net = engine.build_network(cfg)
-    if fast_conv:
-        enable_fast_conv(net)
     model = engine.prepare_model(cfg, net, spec.shape, max(1, EPOCH_IMAGES // batch))
     x, y = random_batch(spec.shape, batch)
 
@@ -238,22 +241,21 @@ def epoch_rate(model, spec: BenchSpec, batch: int, images: int = EPOCH_IMAGES) -
 
 
 def bench_model(spec: BenchSpec, batch: int, steps: int, repeats: int, threads: int,
-                with_torch: bool, epoch: bool = False, fast_conv: bool = False) -> dict:
+                with_torch: bool, epoch: bool = False) -> dict:
     """Bench one model: paddle (and PyTorch) training images/s, MACs, optionally a fit epoch.
 
     Args:
         spec: the model. batch, steps, repeats: see time_sides.
         threads: PyTorch threads (paddle's OMP_NUM_THREADS).
         with_torch: time the PyTorch twin too (when the model has one).
-        epoch: also time one fit epoch of EPOCH_IMAGES random images.
-        fast_conv: time the experimental fast conv instead of paddle's conv.
+        epoch: also time one fit epoch of EPOCH_IMAGES random images (train's default: fast_conv).
     Returns:
         One result row (JSON-ready).
     """
     from . import bench_torch
 
-    model, cfg, step = paddle_train_step(spec, batch, fast_conv)
-    sides = {"paddle": step}
+    model, cfg, step = paddle_train_step(spec, batch, fast_conv=True)
+    sides = {"paddle": paddle_train_step(spec, batch, fast_conv=False)[2], "fast_conv": step}
     row = {"model": spec.label, "name": spec.name, "stem": spec.stem, "input": list(spec.shape), "batch": batch,
            "macs_per_image": model_macs(cfg, spec.shape), "torch_note": None}
     if with_torch and spec.name in bench_torch.TORCH_MODELS:
@@ -261,15 +263,16 @@ def bench_model(spec: BenchSpec, batch: int, steps: int, repeats: int, threads: 
     elif with_torch:
         row["torch_note"] = f"no PyTorch twin of {spec.name} in bench_torch.py"
     rates = time_sides(sides, batch, steps, repeats)
-    for side in ("paddle", "torch"):
+    for side in SIDES:
         row[f"{side}_repeats"] = rates.get(side)
         row[f"{side}_images_per_s"] = statistics.median(rates[side]) if side in rates else None
         row[f"{side}_gflops"] = (6 * row["macs_per_image"] * row[f"{side}_images_per_s"] / 1e9
                                  if side in rates else None)
-    row["ratio"] = row["paddle_images_per_s"] / row["torch_images_per_s"] if "torch" in rates else None
+    for side in RATIO_KEYS.keys() & sides.keys():
+        row[RATIO_KEYS[side]] = row[f"{side}_images_per_s"] / row["torch_images_per_s"] if "torch" in rates else None
     if epoch:
         row["epoch_images_per_s"] = epoch_rate(model, spec, batch)
-        row["epoch_vs_bench"] = row["epoch_images_per_s"] / row["paddle_images_per_s"]
+        row["epoch_vs_bench"] = row["epoch_images_per_s"] / row["fast_conv_images_per_s"]
     return row
 
 
@@ -306,7 +309,7 @@ def _cpuinfo_lines() -> list[str]:
 
 
 def run_bench(specs: list[BenchSpec], batch: int, steps: int, repeats: int, with_torch: bool = True,
-              epoch: bool = False, log=print, fast_conv: bool = False) -> dict:
+              epoch: bool = False, log=print) -> dict:
     """Bench every model and measure sgemm before and after.
 
     Args:
@@ -314,7 +317,6 @@ def run_bench(specs: list[BenchSpec], batch: int, steps: int, repeats: int, with
         with_torch: include PyTorch when it is installed.
         epoch: also time one fit epoch per model.
         log: progress lines.
-        fast_conv: time the experimental fast conv (not what `train` uses).
     Returns:
         The full result (JSON-ready): environment, sgemm, load, notes, rows.
     """
@@ -325,7 +327,7 @@ def run_bench(specs: list[BenchSpec], batch: int, steps: int, repeats: int, with
     runtime.select_device("cpu")
     threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
     result = {"command": runtime.COMMAND, "batch": batch, "steps": steps, "repeats": repeats,
-              "warmup_steps": WARMUP_STEPS, "fast_conv": fast_conv, **environment(threads), "load_average_before": os.getloadavg(),
+              "warmup_steps": WARMUP_STEPS, **environment(threads), "load_average_before": os.getloadavg(),
               "busy_cores_before": busy_cores()}
     torch_ok = with_torch and bench_torch.torch_available()
     result["notes"] = _notes(result["busy_cores_before"], with_torch, torch_ok)
@@ -335,12 +337,13 @@ def run_bench(specs: list[BenchSpec], batch: int, steps: int, repeats: int, with
     rows = []
     for spec in specs:
         log(f"bench {spec.label} {spec.shape} batch {batch} ...")
-        rows.append(bench_model(spec, batch, steps, repeats, threads, torch_ok, epoch, fast_conv))
+        rows.append(bench_model(spec, batch, steps, repeats, threads, torch_ok, epoch))
     sgemm.append(sgemm_gflops())
     # The faster of the two runs: the CPU's capability when least disturbed by other load.
     result["sgemm"] = {"n": SGEMM_N, "gflops": max(sgemm), "runs_gflops": sgemm}
     for row in rows:
         row["sgemm_fraction"] = row["paddle_gflops"] / result["sgemm"]["gflops"]
+        row["fast_conv_sgemm_fraction"] = row["fast_conv_gflops"] / result["sgemm"]["gflops"]
     if torch_ok:
         result["torch_threads"] = bench_torch.torch_info()["threads"]
     result["load_average_after"] = os.getloadavg()
@@ -395,16 +398,20 @@ def format_table(result: dict) -> str:
         Text for the terminal.
     """
     epoch = any("epoch_images_per_s" in r for r in result["rows"])
-    head = ["model", "input", "batch", "paddle img/s", "torch img/s", "paddle/torch", "achieved GFLOP/s",
+    head = ["model", "input", "batch", "conv", "paddle img/s", "torch img/s", "paddle/torch", "achieved GFLOP/s",
             "% of sgemm"] + (["fit epoch img/s", "epoch/bench"] if epoch else [])
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (len(head) - 4)]
     for r in result["rows"]:
-        cells = [r["model"], "x".join(map(str, r["input"])), str(r["batch"]), f"{r['paddle_images_per_s']:,.1f}",
-                 _fmt(r["torch_images_per_s"], ",.1f"), _fmt(r["ratio"], ".2f") + ("x" if r["ratio"] else ""),
-                 f"{r['paddle_gflops']:.1f}", f"{100 * r['sgemm_fraction']:.1f}%"]
-        if epoch:
-            cells += [_fmt(r.get("epoch_images_per_s"), ",.1f"), _fmt(r.get("epoch_vs_bench"), ".2f")]
-        lines.append("| " + " | ".join(cells) + " |")
+        for side, conv, prefix in (("paddle", "paddle", ""), ("fast_conv", "fast_conv (default)", "fast_conv_")):
+            ratio = r[RATIO_KEYS[side]]
+            cells = [r["model"], "x".join(map(str, r["input"])), str(r["batch"]), conv,
+                     f"{r[side + '_images_per_s']:,.1f}", _fmt(r["torch_images_per_s"], ",.1f"),
+                     _fmt(ratio, ".2f") + ("x" if ratio else ""), f"{r[side + '_gflops']:.1f}",
+                     f"{100 * r[prefix + 'sgemm_fraction']:.1f}%"]
+            if epoch:
+                cells += ([_fmt(r.get("epoch_images_per_s"), ",.1f"), _fmt(r.get("epoch_vs_bench"), ".2f")]
+                          if side == "fast_conv" else ["", ""])
+            lines.append("| " + " | ".join(cells) + " |")
     cpu = result["cpu"]
     lines += [
         "",
@@ -413,7 +420,8 @@ def format_table(result: dict) -> str:
         f"CPU: {cpu['vendor']} {cpu['model']}, {cpu['cores']} usable cores; MKL_DEBUG_CPU_TYPE="
         f"{result['mkl_debug_cpu_type'] or 'unset'} ({result['mkl_debug_cpu_type_source']})",
         f"numpy sgemm {SGEMM_N}x{SGEMM_N} float32: {result['sgemm']['gflops']:.1f} GFLOP/s; "
-        f"achieved GFLOP/s = 6 x MACs/image x paddle img/s (MACs from paddle.flops)",
+        f"achieved GFLOP/s = 6 x MACs/image x paddle img/s (MACs from paddle.flops); conv: paddle = Paddle's "
+        f"conv kernel (runtime.fast_conv false), fast_conv = what train runs by default",
         f"other load before: {_fmt(result['busy_cores_before'], '.2f')} cores busy; load average (1/5/15 min) "
         f"before {_loads(result['load_average_before'])}, "
         f"after {_loads(result['load_average_after'])}; {result['steps']} steps x {result['repeats']} repeats, "
@@ -431,7 +439,7 @@ def run_bench_cli(args) -> int:
     """`paddle-cnn bench` with the parsed arguments: print the table, write --json if asked.
 
     Args:
-        args: argparse namespace (models, batch, steps, repeats, json, no_torch, ops; epoch if the parser has it).
+        args: argparse namespace (models, batch, steps, repeats, json, no_torch, ops, conv, epoch).
     Returns:
         Exit code 0.
     """
@@ -439,10 +447,15 @@ def run_bench_cli(args) -> int:
         rows = bench_ops.run_ops_bench()
         print(bench_ops.format_ops_table(rows))
         result = {"ops": rows, "command": runtime.COMMAND}
+    elif args.conv:
+        rows = bench_ops.run_conv_bench(batch=args.batch)
+        print(bench_ops.format_conv_table(rows))
+        result = {"conv": rows, "batch": args.batch, "command": runtime.COMMAND, **environment(
+            int(os.environ.get("OMP_NUM_THREADS") or 1))}
     else:
         specs = parse_models(args.models)
         result = run_bench(specs, args.batch, args.steps, args.repeats, with_torch=not args.no_torch,
-                           epoch=args.epoch, fast_conv=args.fast_conv)
+                           epoch=args.epoch)
         print(format_table(result))
     if args.json:
         from .fileio import write_json
@@ -450,67 +463,3 @@ def run_bench_cli(args) -> int:
         write_json(Path(args.json), result)
         print(f"written to {args.json}")
     return 0
-
-
-# ---------------------------------------------------------------------------------------------
-# Speed fix found with this bench (see issue 4): paddle's CPU conv kernel loops over the batch and
-# calls one GEMM per image. When a conv's output is tiny (ResNet18's layer3/layer4 on 32x32 inputs
-# with the ImageNet stem: 2x2 and 1x1 pixels) each of those GEMMs is a matrix-vector product and
-# the layer runs at a few GFLOP/s; unfolding the whole batch into one matrix makes it one large
-# GEMM. Separately, paddle adds a conv bias as a [1, C, 1, 1] tensor, which takes a slow generic
-# broadcast path (forward and backward ~3x slower than the same add with a [C, 1, 1] bias).
-# Both are exact reformulations: same parameters, same state_dict, same results to float rounding.
-
-FAST_CONV_MAX_PIXELS = 4  # measured: batch-GEMM wins at 2x2 and 1x1 outputs, loses from 4x4 up
-
-
-def _fast_conv_supported(layer) -> bool:
-    return (layer._data_format == "NCHW" and layer._groups == 1 and layer._padding_mode == "zeros"
-            and layer._padding_algorithm == "EXPLICIT" and list(layer._dilation) == [1, 1]
-            and len(layer._updated_padding) == 2)
-
-
-def fast_conv_forward(layer, x: paddle.Tensor) -> paddle.Tensor:
-    """Conv2D forward for CPU: one batch-wide GEMM for tiny outputs, a [C, 1, 1] bias add otherwise.
-
-    Outside eager mode (to_static, export) and off the CPU it is paddle's own forward.
-
-    Args:
-        layer: a paddle.nn.Conv2D that _fast_conv_supported accepts.
-        x: input [N, C, H, W].
-    Returns:
-        The same values layer's own forward returns.
-    """
-    import paddle.nn.functional as F
-
-    n, c_in, h, w = x.shape
-    if not paddle.in_dynamic_mode() or not x.place.is_cpu_place():  # graph export, GPU: paddle's own
-        return paddle.nn.Conv2D.forward(layer, x)
-    (kh, kw), (sh, sw), (ph, pw) = layer._kernel_size, layer._stride, layer._updated_padding
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    c_out = layer.weight.shape[0]
-    if oh * ow > FAST_CONV_MAX_PIXELS:
-        out = F.conv2d(x, layer.weight, None, layer._stride, layer._updated_padding)
-        return out if layer.bias is None else out + layer.bias.reshape([-1, 1, 1])
-    cols = F.unfold(x, [kh, kw], strides=[sh, sw], paddings=[ph, pw])  # [N, C*kh*kw, oh*ow]
-    cols = cols.transpose([0, 2, 1]).reshape([-1, c_in * kh * kw])
-    out = paddle.matmul(cols, layer.weight.reshape([c_out, -1]), transpose_y=True)  # [N*oh*ow, C_out]
-    if layer.bias is not None:
-        out = out + layer.bias
-    return out.reshape([n, oh * ow, c_out]).transpose([0, 2, 1]).reshape([n, c_out, oh, ow])
-
-
-def enable_fast_conv(net) -> int:
-    """Route every supported Conv2D of net through fast_conv_forward (this instance only).
-
-    Args:
-        net: a paddle.nn.Layer; parameters and state_dict keys are unchanged.
-    Returns:
-        The number of Conv2D layers switched.
-    """
-    switched = 0
-    for layer in net.sublayers(include_self=True):
-        if isinstance(layer, paddle.nn.Conv2D) and _fast_conv_supported(layer):
-            layer.forward = types.MethodType(fast_conv_forward, layer)
-            switched += 1
-    return switched

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import statistics
 import time
+
+import numpy as np
 import paddle
 import paddle.nn as nn
 
+from . import fast_conv
 from .ops import AvgPool2DScratch, Conv2DScratch, MaxPool2DScratch
 
 # (op, channels in, channels out, side, kernel, stride, padding): LeNet's layers on its 32x32 input
@@ -107,4 +110,83 @@ def format_ops_table(rows: list[dict]) -> str:
     for row in rows:
         lines.append(f"| {row['op']} | {row['shape']} | {row['scratch_ms']:.3f} | "
                      f"{row['paddle_ms']:.3f} | {row['ratio']:.1f}x |")
+    return "\n".join(lines)
+
+
+# (label, channels in, channels out, input side, kernel, stride, padding): the convs of LeNet on
+# 28x28 and of ResNet18 on 32x32 (ImageNet stem: 16x16 down to 1x1; CIFAR stem: 32x32 down to 4x4),
+# plus two in-between sizes that place fast_conv's threshold.
+_CONV_CASES = [
+    ("lenet conv1", 1, 6, 28, 5, 1, 2),
+    ("lenet conv3", 6, 16, 14, 5, 1, 0),
+    ("lenet conv5", 16, 120, 5, 5, 1, 0),
+    ("resnet18 stem", 3, 64, 32, 7, 2, 3),
+    ("resnet18 8x8", 64, 64, 8, 3, 1, 1),
+    ("resnet18 4x4", 128, 128, 4, 3, 1, 1),
+    ("resnet18 2x2", 256, 256, 2, 3, 1, 1),
+    ("resnet18 1x1", 512, 512, 1, 3, 1, 1),
+    ("resnet18:cifar 32x32", 64, 64, 32, 3, 1, 1),
+    ("resnet18:cifar 4x4", 512, 512, 4, 3, 1, 1),
+    ("64x6x6", 64, 64, 6, 3, 1, 1),
+    ("16x16x16", 16, 16, 16, 3, 1, 1),
+]
+
+
+def _train_ms(conv, layer: nn.Layer, x: paddle.Tensor, upstream: paddle.Tensor, repeats: int) -> float:
+    """Median ms of conv(layer, x) forward plus backward to x and the weights, one warm-up first."""
+    def run():
+        (conv(layer, x) * upstream).sum().backward()
+        layer.clear_gradients()
+        x.clear_gradient()
+
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def run_conv_bench(repeats: int = 5, batch: int = 128) -> list[dict]:
+    """Time fast_conv's batch-GEMM conv against paddle's conv kernel, forward + backward, per layer shape.
+
+    Args:
+        repeats: timed steps per side (median reported), warm-up excluded.
+        batch: batch size of the random input.
+    Returns:
+        One dict per case: layer, shape, paddle_ms, gemm_ms, ratio (gemm / paddle) and
+        fast_conv_path (which of the two runtime.fast_conv takes for it).
+    """
+    if repeats < 1 or batch < 1:
+        raise ValueError(f"repeats and batch must be at least 1, got repeats={repeats}, batch={batch}.")
+    rows = []
+    for label, c_in, c_out, side, k, s, p in _CONV_CASES:
+        layer = nn.Conv2D(c_in, c_out, k, stride=s, padding=p)
+        x = paddle.randn([batch, c_in, side, side])
+        x.stop_gradient = False
+        out_h, out_w = fast_conv.output_size(layer, x.shape)
+        upstream = paddle.to_tensor(np.random.default_rng(0).standard_normal(
+            (batch, c_out, out_h, out_w)).astype(np.float32))
+        paddle_ms = _train_ms(fast_conv.paddle_conv, layer, x, upstream, repeats)
+        gemm_ms = _train_ms(fast_conv.gemm_conv, layer, x, upstream, repeats)
+        rows.append({"layer": label, "shape": f"{c_in}x{side}x{side} -> {c_out}x{out_h}x{out_w}, k{k} s{s}",
+                     "paddle_ms": paddle_ms, "gemm_ms": gemm_ms, "ratio": gemm_ms / paddle_ms,
+                     "fast_conv_path": "gemm" if fast_conv.uses_gemm(c_out, out_h, out_w) else "paddle"})
+    return rows
+
+
+def format_conv_table(rows: list[dict]) -> str:
+    """Render run_conv_bench rows as a Markdown table.
+
+    Args:
+        rows: output of run_conv_bench.
+    Returns:
+        The table; ratio < 1 means the batch GEMM is faster than paddle's kernel.
+    """
+    lines = ["| layer | input -> output | paddle conv ms | batch GEMM ms | GEMM / paddle | fast_conv uses |",
+             "|---|---|---:|---:|---:|---|"]
+    for row in rows:
+        lines.append(f"| {row['layer']} | {row['shape']} | {row['paddle_ms']:.1f} | {row['gemm_ms']:.1f} | "
+                     f"{row['ratio']:.2f}x | {row['fast_conv_path']} |")
     return "\n".join(lines)

@@ -85,10 +85,10 @@ def _add_tool_commands(sub) -> None:
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
     p.add_argument("--ops", action="store_true", help="time the from-scratch operators against paddle's instead")
+    p.add_argument("--conv", action="store_true",
+                   help="time fast_conv's batch-GEMM conv against paddle's, forward+backward, per layer shape")
     p.add_argument("--epoch", action="store_true",
                    help="also time one fit epoch of 2048 random in-memory images through the real data loader")
-    p.add_argument("--fast-conv", action="store_true",
-                   help="experiment: time the batch-GEMM conv of bench.py instead of paddle's (train does not use it)")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("board", help="start VisualDL on the runs (127.0.0.1 only unless --host is given)")

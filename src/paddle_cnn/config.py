@@ -120,6 +120,7 @@ class RuntimeConfig:
 
     device: Literal["auto", "cpu", "gpu"] = "auto"
     threads: int | None = field(default=None, metadata={"min": 1})
+    fast_conv: bool = True
 
 
 @dataclass

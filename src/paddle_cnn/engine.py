@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from . import distributed, fileio
+from . import distributed, fast_conv, fileio
 from .checkpoint import (BEST, LAST, load_checkpoint, load_file, load_weights, restore_optimizer, save_best,
                          save_checkpoint)
 from .config import Config, dump_yaml, to_dict
@@ -61,7 +61,10 @@ def build_network(cfg: Config):
         The paddle.nn.Layer.
     """
     paddle.seed(cfg.train.seed)
-    return build_model(cfg.model.name, **cfg.model.options())
+    net = build_model(cfg.model.name, **cfg.model.options())
+    if cfg.runtime.fast_conv:
+        fast_conv.enable(net)
+    return net
 
 
 def initialize_from(net, state: dict, source: str, log=print) -> list[str]:

@@ -1,0 +1,128 @@
+"""A faster Conv2D forward for CPU training, switched on by `runtime.fast_conv` (see issue 4).
+
+Paddle 3.3.1's CPU conv kernel loops over the batch and calls one small GEMM per image (im2col,
+then [C_out, C*k*k] x [C*k*k, pixels]). When a conv's output per image is small, as in ResNet18's
+later stages on 32x32 inputs (4x4, 2x2 and 1x1 pixels) or LeNet's second and third convs, those
+GEMMs are nearly matrix-vector products and run at a few GFLOP/s. Unfolding the whole batch into
+one [N * pixels, C*k*k] matrix turns them into one large GEMM. Separately, paddle adds a conv bias
+as a [1, C, 1, 1] tensor, which takes a slow generic broadcast path (forward and backward ~3x
+slower than the same add with a [C, 1, 1] bias).
+
+Both are exact reformulations: same parameters, same state_dict, same results to float rounding
+(tests/test_fast_conv.py compares outputs and all gradients with paddle's conv). Outside eager
+mode (to_static, export) and off the CPU the layer runs paddle's own forward.
+"""
+
+from __future__ import annotations
+
+import types
+
+import paddle
+import paddle.nn.functional as F
+
+# Where the batch-GEMM path wins, measured per layer by `paddle-cnn bench --conv` (forward +
+# backward, batch 128, 2 threads; the table is in the README): at every output of 16 pixels or
+# fewer (ResNet18's 4x4, 2x2, 1x1 stages, at any channel count) and where one image's output is
+# small (64x6x6, LeNet's 16x10x10 and 120x1x1); it ties at 64x8x8 and loses from 16x16x16 up
+# (unfolding a large image costs more than the GEMM saves).
+MAX_GEMM_PIXELS = 16
+MAX_GEMM_OUTPUT = 2304  # C_out x pixels of one image
+
+
+def supported(layer) -> bool:
+    """Whether fast_conv_forward computes exactly what this Conv2D computes.
+
+    Args:
+        layer: a paddle.nn.Conv2D.
+    Returns:
+        True for NCHW, ungrouped, undilated convs with explicit zero padding.
+    """
+    return (layer._data_format == "NCHW" and layer._groups == 1 and layer._padding_mode == "zeros"
+            and layer._padding_algorithm == "EXPLICIT" and list(layer._dilation) == [1, 1]
+            and len(layer._updated_padding) == 2)
+
+
+def uses_gemm(c_out: int, out_h: int, out_w: int) -> bool:
+    """Whether a conv with this output per image takes the batch-GEMM path.
+
+    Args:
+        c_out: output channels. out_h, out_w: output size in pixels.
+    Returns:
+        True where the batch-wide GEMM was measured faster than paddle's per-image GEMMs.
+    """
+    pixels = out_h * out_w
+    return pixels <= MAX_GEMM_PIXELS or c_out * pixels <= MAX_GEMM_OUTPUT
+
+
+def output_size(layer, x_shape) -> tuple[int, int]:
+    """Output height and width of a supported Conv2D for an input shape.
+
+    Args:
+        layer: the Conv2D. x_shape: [N, C, H, W].
+    Returns:
+        (out_h, out_w).
+    """
+    (kh, kw), (sh, sw), (ph, pw) = layer._kernel_size, layer._stride, layer._updated_padding
+    return (x_shape[2] + 2 * ph - kh) // sh + 1, (x_shape[3] + 2 * pw - kw) // sw + 1
+
+
+def gemm_conv(layer, x: paddle.Tensor) -> paddle.Tensor:
+    """The conv as one GEMM over the whole batch: unfold, [N * pixels, C*k*k] x [C*k*k, C_out].
+
+    Args:
+        layer: a supported Conv2D. x: input [N, C, H, W].
+    Returns:
+        [N, C_out, out_h, out_w], layer's own result to float rounding.
+    """
+    n, c_in = x.shape[:2]
+    (kh, kw), (oh, ow), c_out = layer._kernel_size, output_size(layer, x.shape), layer.weight.shape[0]
+    cols = F.unfold(x, [kh, kw], strides=list(layer._stride), paddings=list(layer._updated_padding))
+    cols = cols.transpose([0, 2, 1]).reshape([-1, c_in * kh * kw])  # [N*oh*ow, C*kh*kw]
+    out = paddle.matmul(cols, layer.weight.reshape([c_out, -1]), transpose_y=True)  # [N*oh*ow, C_out]
+    if layer.bias is not None:
+        out = out + layer.bias
+    return out.reshape([n, oh * ow, c_out]).transpose([0, 2, 1]).reshape([n, c_out, oh, ow])
+
+
+def paddle_conv(layer, x: paddle.Tensor) -> paddle.Tensor:
+    """Paddle's conv kernel, with the bias added as [C, 1, 1] (a fast broadcast) rather than [1, C, 1, 1].
+
+    Args:
+        layer: a supported Conv2D. x: input [N, C, H, W].
+    Returns:
+        [N, C_out, out_h, out_w].
+    """
+    out = F.conv2d(x, layer.weight, None, layer._stride, layer._updated_padding)
+    return out if layer.bias is None else out + layer.bias.reshape([-1, 1, 1])
+
+
+def fast_conv_forward(layer, x: paddle.Tensor) -> paddle.Tensor:
+    """Conv2D forward for CPU: gemm_conv for small outputs, paddle_conv otherwise.
+
+    Args:
+        layer: a paddle.nn.Conv2D that `supported` accepts.
+        x: input [N, C, H, W].
+    Returns:
+        The same values layer's own forward returns.
+    """
+    if not paddle.in_dynamic_mode() or not x.place.is_cpu_place():  # graph export, GPU: paddle's own
+        return paddle.nn.Conv2D.forward(layer, x)
+    if uses_gemm(layer.weight.shape[0], *output_size(layer, x.shape)):
+        return gemm_conv(layer, x)
+    return paddle_conv(layer, x)
+
+
+def enable(net) -> int:
+    """Route every supported Conv2D of net through fast_conv_forward (this instance only).
+
+    Args:
+        net: a paddle.nn.Layer; parameters and state_dict keys are unchanged.
+    Returns:
+        The number of Conv2D layers switched.
+    """
+    switched = 0
+    for layer in net.sublayers(include_self=True):
+        if isinstance(layer, paddle.nn.Conv2D) and supported(layer):
+            layer.forward = types.MethodType(fast_conv_forward, layer)
+            switched += 1
+    return switched

@@ -1,0 +1,136 @@
+"""runtime.fast_conv: the batch-GEMM conv gives paddle's conv results, and training uses it when asked."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import paddle
+import pytest
+import yaml
+
+from paddle_cnn import engine, fast_conv
+from paddle_cnn.cli import main
+from paddle_cnn.config import build_config
+from paddle_cnn.registry import build_model
+
+# (in, out, side, kernel, stride, padding, bias). The first four outputs are small enough for the
+# batch-GEMM path (2x2, 2x2, 1x1, 2x1 pixels; 6x8x8 = 384 values per image), the last two too large
+# (paddle's conv with the [C, 1, 1] bias add); non-square kernels catch an h/w mix-up.
+CASES = [
+    (3, 5, 2, 3, 1, 1, True),
+    (4, 6, 3, 3, 2, 1, False),
+    (2, 3, 5, 5, 1, 0, True),
+    (3, 4, 4, (3, 1), (2, 4), (1, 0), True),
+    (2, 6, 8, 3, 1, 1, True),
+    (2, 40, 9, (3, 5), 1, (1, 2), False),
+    (2, 3, 9, (3, 5), 2, (0, 2), False),
+]
+
+
+def _out_side(side, k, stride, pad):
+    k, stride, pad = ((v, v) if isinstance(v, int) else v for v in (k, stride, pad))
+    return [(side + 2 * p - kk) // s + 1 for kk, s, p in zip(k, stride, pad)]
+
+
+def _forward_backward(layer, x_np):
+    x = paddle.to_tensor(x_np, stop_gradient=False)
+    out = layer(x)
+    upstream = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
+    (out * paddle.to_tensor(upstream)).sum().backward()
+    return [out.numpy(), x.grad.numpy()] + [p.grad.numpy() for p in layer.parameters()]
+
+
+@pytest.mark.parametrize("c_in,c_out,side,k,stride,pad,bias", CASES)
+def test_fast_conv_matches_paddle_conv_forward_and_backward(c_in, c_out, side, k, stride, pad, bias):
+    paddle.seed(0)
+    ref = paddle.nn.Conv2D(c_in, c_out, k, stride=stride, padding=pad, bias_attr=None if bias else False)
+    fast = paddle.nn.Conv2D(c_in, c_out, k, stride=stride, padding=pad, bias_attr=None if bias else False)
+    fast.set_state_dict(ref.state_dict())
+    assert fast_conv.enable(fast) == 1
+    x_np = np.random.default_rng(1).standard_normal((3, c_in, side, side)).astype(np.float32)
+    expected, got = _forward_backward(ref, x_np), _forward_backward(fast, x_np)
+    assert len(got) == len(expected) == (4 if bias else 3)
+    for e, g in zip(expected, got):
+        assert e.shape == g.shape
+        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+
+
+def test_the_cases_cover_both_paths():
+    paths = {fast_conv.uses_gemm(c_out, *_out_side(side, k, s, p)) for _, c_out, side, k, s, p, _ in CASES}
+    assert paths == {True, False}
+
+
+@pytest.mark.parametrize("c_out,h,w,expected", [
+    (512, 4, 4, True),    # ResNet18's 4x4 stages: any channel count
+    (512, 1, 1, True),
+    (64, 6, 6, True),     # 2,304 values per image: the measured limit
+    (16, 10, 10, True),   # LeNet's second conv
+    (64, 8, 8, False),    # a tie when measured: paddle's own
+    (6, 28, 28, False),   # LeNet's first conv
+    (64, 16, 16, False),  # ResNet18's stem
+])
+def test_gemm_path_is_taken_where_it_was_measured_faster(c_out, h, w, expected):
+    assert fast_conv.uses_gemm(c_out, h, w) is expected
+
+
+def test_unsupported_convs_are_left_alone_and_weights_keep_their_names():
+    assert fast_conv.enable(paddle.nn.Conv2D(4, 4, 3, groups=2)) == 0
+    assert fast_conv.enable(paddle.nn.Conv2D(4, 4, 3, dilation=2)) == 0
+    assert fast_conv.enable(paddle.nn.Conv2D(4, 4, 3, padding="SAME")) == 0
+    net = build_model("resnet18")
+    keys = list(net.state_dict())
+    assert fast_conv.enable(net) == 20  # stem, 16 block convs, 3 projections
+    assert list(net.state_dict()) == keys
+    assert net(paddle.randn([2, 3, 32, 32])).shape == [2, 10]
+
+
+def test_fast_conv_network_still_converts_to_static():
+    net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3, padding=1), paddle.nn.Conv2D(4, 2, 4))
+    x = paddle.randn([2, 3, 4, 4])
+    expected = net(x).numpy()
+    fast_conv.enable(net)
+    static = paddle.jit.to_static(net, input_spec=[paddle.static.InputSpec([None, 3, 4, 4], "float32")],
+                                  full_graph=True)
+    np.testing.assert_allclose(static(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("enabled", [False, True])
+def test_build_network_switches_convs_only_when_the_config_says_so(enabled):
+    cfg = build_config({"model": {"name": "lenet"}, "runtime": {"fast_conv": enabled}})
+    net = engine.build_network(cfg)
+    patched = [layer for layer in net.sublayers() if "forward" in vars(layer)]
+    assert len(patched) == (3 if enabled else 0)
+    assert all(isinstance(layer, paddle.nn.Conv2D) for layer in patched)
+
+
+def test_training_with_fast_conv_follows_the_same_trajectory(tmp_path, data_root):
+    from conftest import tiny_config
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config(data_root)))
+    metrics = {}
+    for enabled in (False, True):
+        run_dir = tmp_path / f"fast_{enabled}"
+        assert main(["train", str(config), "--output-dir", str(run_dir), "-o", "train.epochs=2",
+                     "-o", f"runtime.fast_conv={str(enabled).lower()}"]) == 0
+        metrics[enabled] = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert yaml.safe_load((run_dir / "config.yaml").read_text())["runtime"]["fast_conv"] is enabled
+    for plain, fast in zip(metrics[False], metrics[True]):
+        # Same weights and batches; only float rounding differs, so losses agree closely.
+        assert fast["train_loss"] == pytest.approx(plain["train_loss"], rel=1e-3)
+        assert fast["dev_loss"] == pytest.approx(plain["dev_loss"], rel=1e-3)
+
+
+def test_bench_conv_times_both_paths_for_every_layer_and_names_the_chosen_one(tmp_path, capsys):
+    path = tmp_path / "conv.json"
+    assert main(["bench", "--conv", "--batch", "2", "--json", str(path)]) == 0
+    result = json.loads(path.read_text())
+    rows = result["conv"]
+    assert len(rows) >= 10 and result["batch"] == 2 and result["omp_num_threads"] >= 1
+    assert {row["fast_conv_path"] for row in rows} == {"gemm", "paddle"}
+    for row in rows:
+        assert row["paddle_ms"] > 0 and row["gemm_ms"] > 0
+        assert row["ratio"] == pytest.approx(row["gemm_ms"] / row["paddle_ms"])
+    table = capsys.readouterr().out
+    assert "| resnet18 2x2 | 256x2x2 -> 256x2x2, k3 s1 | " in table and table.count("\n| ") == len(rows)  # one line per layer after the header
