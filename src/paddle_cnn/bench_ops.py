@@ -50,19 +50,19 @@ def _layer_pair(op: str, c_in: int, c_out: int, k: int, s: int, p: int) -> tuple
     raise ValueError(f"unknown op {op!r}; valid: conv2d, max_pool2d, avg_pool2d.")
 
 
-def _median_ms(layer: nn.Layer, x: paddle.Tensor, repeats: int) -> float:
-    """Median wall time of layer(x) in milliseconds.
+def _median_ms(run, repeats: int) -> float:
+    """Median wall time of run() in milliseconds.
 
     Args:
-        layer: layer to time. x: its input. repeats: timed calls, after one untimed warm-up call.
+        run: the call to time. repeats: timed calls, after one untimed warm-up call.
     Returns:
         Median of the timed calls, in ms.
     """
-    layer(x)
+    run()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        layer(x)
+        run()
         times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
@@ -84,8 +84,8 @@ def run_ops_bench(repeats: int = 5, batch: int = 16) -> list[dict]:
         scratch, reference = _layer_pair(op, c_in, c_out, k, s, p)
         x = paddle.randn([batch, c_in, side, side])
         with paddle.no_grad():
-            scratch_ms = _median_ms(scratch, x, repeats)
-            paddle_ms = _median_ms(reference, x, repeats)
+            scratch_ms = _median_ms(lambda: scratch(x), repeats)
+            paddle_ms = _median_ms(lambda: reference(x), repeats)
         channels = f"{c_in}->{c_out} " if op == "conv2d" else ""
         rows.append({
             "op": op,
@@ -133,19 +133,13 @@ _CONV_CASES = [
 
 
 def _train_ms(conv, layer: nn.Layer, x: paddle.Tensor, upstream: paddle.Tensor, repeats: int) -> float:
-    """Median ms of conv(layer, x) forward plus backward to x and the weights, one warm-up first."""
+    """Median ms of conv(layer, x) forward plus backward to x and the weights (see _median_ms)."""
     def run():
         (conv(layer, x) * upstream).sum().backward()
         layer.clear_gradients()
         x.clear_gradient()
 
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    return _median_ms(run, repeats)
 
 
 def run_conv_bench(repeats: int = 5, batch: int = 128) -> list[dict]:
