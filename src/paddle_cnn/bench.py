@@ -235,6 +235,9 @@ def epoch_rate(model, spec: BenchSpec, batch: int, images: int = EPOCH_IMAGES) -
     x, y = random_batch(spec.shape, images, seed=1)
     loader = BatchLoader(Split(x, y.reshape(-1)), batch, shuffle=True, seed=0)
     timer = _EpochTimer()
+    # PyTorch's side runs just before: let its spinning OpenMP threads go idle (see SETTLE_SECONDS),
+    # or they take the cores from the first steps of an epoch that lasts well under a second for LeNet.
+    time.sleep(SETTLE_SECONDS)
     model.fit(loader, epochs=1, verbose=0,
               callbacks=[timer, paddle.callbacks.LRScheduler(by_step=True, by_epoch=False)])
     return timer.meter.count / timer.seconds

@@ -84,9 +84,10 @@ def _add_tool_commands(sub) -> None:
     p.add_argument("--repeats", type=int, default=3, help="repetitions; the median is reported")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch side")
-    p.add_argument("--ops", action="store_true", help="time the from-scratch operators against paddle's instead")
-    p.add_argument("--conv", action="store_true",
-                   help="time fast_conv's batch-GEMM conv against paddle's, forward+backward, per layer shape")
+    instead = p.add_mutually_exclusive_group()
+    instead.add_argument("--ops", action="store_true", help="time the from-scratch operators against paddle's instead")
+    instead.add_argument("--conv", action="store_true",
+                         help="time fast_conv's batch-GEMM conv against paddle's, forward+backward, per layer shape")
     p.add_argument("--epoch", action="store_true",
                    help="also time one fit epoch of 2048 random in-memory images through the real data loader")
     p.set_defaults(func=cmd_bench)
