@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from . import bench_ops, engine, runtime
+from . import bench_ops, engine, fast_conv, runtime
 from .config import Config, build_config
 from .errors import ConfigError
 from .registry import build_model, get_factory
@@ -199,7 +199,8 @@ def model_macs(cfg: Config, shape: tuple[int, int, int]) -> int:
         Multiply-accumulates per image.
     """
     with contextlib.redirect_stdout(io.StringIO()):
-        return int(paddle.flops(engine.build_network(cfg), [1, *shape], print_detail=False))
+        return int(paddle.flops(engine.build_network(cfg), [1, *shape], custom_ops=fast_conv.FLOPS_CUSTOM_OPS,
+                                print_detail=False))
 
 
 class _EpochTimer(paddle.callbacks.Callback):

@@ -87,7 +87,8 @@ def _add_tool_commands(sub) -> None:
     instead = p.add_mutually_exclusive_group()
     instead.add_argument("--ops", action="store_true", help="time the from-scratch operators against paddle's instead")
     instead.add_argument("--conv", action="store_true",
-                         help="time fast_conv's batch-GEMM conv against paddle's, forward+backward, per layer shape")
+                         help="time fast_conv's batch-GEMM conv against paddle's, forward+backward, per layer "
+                              "shape (uses --batch; its own 5 repeats; --models/--steps/--epoch do not apply)")
     p.add_argument("--epoch", action="store_true",
                    help="also time one fit epoch of 2048 random in-memory images through the real data loader")
     p.set_defaults(func=cmd_bench)

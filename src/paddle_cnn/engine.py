@@ -55,6 +55,8 @@ class Progress:
 def build_network(cfg: Config):
     """Build the configured network, seeded so the same config gives the same initial weights.
 
+    With runtime.fast_conv its plain Conv2D layers become fast_conv.FastConv2D (same weights).
+
     Args:
         cfg: the run config.
     Returns:

@@ -28,11 +28,13 @@ def model_report(net, input_shape: tuple[int, int, int]) -> tuple[str, dict]:
     """
     import paddle
 
+    from . import fast_conv
+
     shape = (1, *input_shape)
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
         summary = paddle.summary(net, shape)
-        macs = paddle.flops(net, list(shape), print_detail=True)
+        macs = paddle.flops(net, list(shape), custom_ops=fast_conv.FLOPS_CUSTOM_OPS, print_detail=True)
     numbers = {
         "input_shape": list(input_shape),
         "total_params": int(summary["total_params"]),
