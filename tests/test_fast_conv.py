@@ -16,7 +16,8 @@ from paddle_cnn.registry import build_model
 
 # (in, out, side, kernel, stride, padding, bias, path the layer takes): every GEMM case is a small
 # output (2x2, 1x1, 2x1, 6x8x8 = 384 values, 3x4x5); the paddle cases are 40x9x9 and 30x10x10, too
-# large, with and without a bias (the [C, 1, 1] add); non-square kernels catch an h/w mix-up.
+# large, with and without a bias (the [C, 1, 1] add), and a 1x1 stride-1 conv at 4x4; non-square
+# kernels catch an h/w mix-up.
 CASES = [
     (3, 5, 2, 3, 1, 1, True, "gemm"),
     (4, 6, 3, 3, 2, 1, False, "gemm"),
@@ -27,6 +28,9 @@ CASES = [
     (2, 40, 9, 3, 1, 1, True, "paddle"),
     (2, 40, 9, (3, 5), 1, (1, 2), False, "paddle"),
     (2, 30, 10, (3, 5), 1, (1, 2), True, "paddle"),
+    (6, 5, 2, 1, 1, 0, True, "gemm"),     # 1x1 kernel, 2x2 output
+    (6, 5, 4, 1, 1, 0, True, "paddle"),   # 1x1 kernel at 4x4: no im2col to save
+    (6, 5, 4, 1, 2, 0, False, "gemm"),    # strided 1x1 (a ResNet projection)
 ]
 
 
@@ -45,12 +49,12 @@ def _forward_backward(layer, x_np):
 
 @pytest.mark.parametrize("c_in,c_out,side,k,stride,pad,bias,path", CASES)
 def test_fast_conv_matches_paddle_conv_forward_and_backward(c_in, c_out, side, k, stride, pad, bias, path):
-    assert fast_conv.uses_gemm(c_out, *_out_side(side, k, stride, pad)) is (path == "gemm")
     paddle.seed(0)
     ref = paddle.nn.Conv2D(c_in, c_out, k, stride=stride, padding=pad, bias_attr=None if bias else False)
     fast = paddle.nn.Conv2D(c_in, c_out, k, stride=stride, padding=pad, bias_attr=None if bias else False)
     fast.set_state_dict(ref.state_dict())
     assert fast_conv.enable(fast) == 1
+    assert fast_conv.takes_gemm(fast, [3, c_in, side, side]) is (path == "gemm")
     x_np = np.random.default_rng(1).standard_normal((3, c_in, side, side)).astype(np.float32)
     expected, got = _forward_backward(ref, x_np), _forward_backward(fast, x_np)
     assert len(got) == len(expected) == (4 if bias else 3)
@@ -64,12 +68,21 @@ def test_fast_conv_matches_paddle_conv_forward_and_backward(c_in, c_out, side, k
     (512, 1, 1, True),
     (64, 6, 6, True),     # 2,304 values per image: the measured limit
     (16, 10, 10, True),   # LeNet's second conv
-    (64, 8, 8, False),    # measured 1.03-1.25x paddle's time: paddle's own
+    (64, 8, 8, False),    # measured 1.03-1.31x paddle's time: paddle's own
     (6, 28, 28, False),   # LeNet's first conv
     (64, 16, 16, False),  # ResNet18's stem
 ])
 def test_gemm_path_is_taken_where_it_was_measured_faster(c_out, h, w, expected):
     assert fast_conv.uses_gemm(c_out, h, w) is expected
+
+
+@pytest.mark.parametrize("c_out,h,w,expected", [
+    (48, 4, 4, False),    # GoogLeNet's 832->48 at 4x4: 2.6x paddle's time as a GEMM
+    (512, 2, 2, True),
+    (128, 1, 1, True),
+])
+def test_pointwise_convs_take_the_gemm_only_when_tiny(c_out, h, w, expected):
+    assert fast_conv.uses_gemm(c_out, h, w, pointwise=True) is expected
 
 
 @pytest.mark.parametrize("layer", [

@@ -115,7 +115,7 @@ def format_ops_table(rows: list[dict]) -> str:
 
 # (label, channels in, channels out, input side, kernel, stride, padding): the convs of LeNet on
 # 28x28 and of ResNet18 on 32x32 (ImageNet stem: 16x16 down to 1x1; CIFAR stem: 32x32 down to 4x4),
-# plus two in-between sizes that place fast_conv's threshold.
+# two in-between sizes that place fast_conv's threshold, and 1x1 convs as in GoogLeNet and NiN.
 _CONV_CASES = [
     ("lenet conv1", 1, 6, 28, 5, 1, 2),
     ("lenet conv3", 6, 16, 14, 5, 1, 0),
@@ -125,10 +125,13 @@ _CONV_CASES = [
     ("resnet18 4x4", 128, 128, 4, 3, 1, 1),
     ("resnet18 2x2", 256, 256, 2, 3, 1, 1),
     ("resnet18 1x1", 512, 512, 1, 3, 1, 1),
+    ("resnet18 projection", 128, 256, 4, 1, 2, 0),
     ("resnet18:cifar 32x32", 64, 64, 32, 3, 1, 1),
     ("resnet18:cifar 4x4", 512, 512, 4, 3, 1, 1),
     ("64x6x6", 64, 64, 6, 3, 1, 1),
     ("16x16x16", 16, 16, 16, 3, 1, 1),
+    ("googlenet 1x1 4x4", 832, 48, 4, 1, 1, 0),
+    ("googlenet 1x1 2x2", 512, 512, 2, 1, 1, 0),
 ]
 
 
@@ -166,7 +169,7 @@ def run_conv_bench(repeats: int = 5, batch: int = 128) -> list[dict]:
         gemm_ms = _train_ms(fast_conv.gemm_conv, layer, x, upstream, repeats)
         rows.append({"layer": label, "shape": f"{c_in}x{side}x{side} -> {c_out}x{out_h}x{out_w}, k{k} s{s}",
                      "paddle_ms": paddle_ms, "gemm_ms": gemm_ms, "ratio": gemm_ms / paddle_ms,
-                     "fast_conv_path": "gemm" if fast_conv.uses_gemm(c_out, out_h, out_w) else "paddle"})
+                     "fast_conv_path": "gemm" if fast_conv.takes_gemm(layer, x.shape) else "paddle"})
     return rows
 
 

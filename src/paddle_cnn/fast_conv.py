@@ -24,10 +24,13 @@ from paddle.hapi.dynamic_flops import count_convNd
 # Where the batch-GEMM path wins, measured per layer by `paddle-cnn bench --conv` (forward +
 # backward, batch 128, 2 threads; the table is in the README): at every output of 16 pixels or
 # fewer (ResNet18's 4x4, 2x2, 1x1 stages, at any channel count) and where one image's output is
-# small (64x6x6, LeNet's 16x10x10 and 120x1x1); it loses from 64x8x8 (1.03-1.25x paddle's time
-# in two runs) and 16x16x16 up: unfolding a larger image costs more than the single GEMM saves.
+# small (64x6x6, LeNet's 16x10x10 and 120x1x1); it loses from 64x8x8 (1.03-1.31x paddle's time
+# in three runs) and 16x16x16 up: unfolding a larger image costs more than the single GEMM saves.
 MAX_GEMM_PIXELS = 16
 MAX_GEMM_OUTPUT = 2304  # C_out x pixels of one image
+# A 1x1 stride-1 conv needs no im2col in paddle's kernel, so unfolding only adds copies: the GEMM
+# path loses at 4x4 (832->48: 2.6x paddle's time, 832->256: 1.4x) and wins from 2x2 down.
+MAX_POINTWISE_GEMM_PIXELS = 4
 
 
 def supported(layer) -> bool:
@@ -43,16 +46,31 @@ def supported(layer) -> bool:
             and len(layer._updated_padding) == 2)
 
 
-def uses_gemm(c_out: int, out_h: int, out_w: int) -> bool:
+def uses_gemm(c_out: int, out_h: int, out_w: int, pointwise: bool = False) -> bool:
     """Whether a conv with this output per image takes the batch-GEMM path.
 
     Args:
         c_out: output channels. out_h, out_w: output size in pixels.
+        pointwise: a 1x1 kernel with stride 1 (no im2col in paddle's own kernel).
     Returns:
         True where the batch-wide GEMM was measured faster than paddle's per-image GEMMs.
     """
     pixels = out_h * out_w
+    if pointwise:
+        return pixels <= MAX_POINTWISE_GEMM_PIXELS
     return pixels <= MAX_GEMM_PIXELS or c_out * pixels <= MAX_GEMM_OUTPUT
+
+
+def takes_gemm(layer, x_shape) -> bool:
+    """Whether fast_conv_forward runs this supported Conv2D on this input shape as one batch GEMM.
+
+    Args:
+        layer: the Conv2D. x_shape: [N, C, H, W].
+    Returns:
+        uses_gemm for the layer's output size and kernel.
+    """
+    pointwise = list(layer._kernel_size) == [1, 1] and list(layer._stride) == [1, 1]
+    return uses_gemm(layer.weight.shape[0], *output_size(layer, x_shape), pointwise=pointwise)
 
 
 def output_size(layer, x_shape) -> tuple[int, int]:
@@ -108,7 +126,7 @@ def fast_conv_forward(layer, x: paddle.Tensor) -> paddle.Tensor:
     """
     if not paddle.in_dynamic_mode() or in_sot_simulation_mode() or not x.place.is_cpu_place():
         return paddle.nn.Conv2D.forward(layer, x)  # graph capture (to_static), GPU: paddle's own
-    if uses_gemm(layer.weight.shape[0], *output_size(layer, x.shape)):
+    if takes_gemm(layer, x.shape):
         return gemm_conv(layer, x)
     return paddle_conv(layer, x)
 
