@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from . import bench_ops, engine, fast_conv, runtime
+from . import bench_ops, engine, report, runtime
 from .config import Config, build_config
 from .errors import ConfigError
 from .registry import build_model, get_factory
@@ -199,8 +199,7 @@ def model_macs(cfg: Config, shape: tuple[int, int, int]) -> int:
         Multiply-accumulates per image.
     """
     with contextlib.redirect_stdout(io.StringIO()):
-        return int(paddle.flops(engine.build_network(cfg), [1, *shape], custom_ops=fast_conv.FLOPS_CUSTOM_OPS,
-                                print_detail=False))
+        return report.count_macs(engine.build_network(cfg), shape)
 
 
 class _EpochTimer(paddle.callbacks.Callback):
@@ -272,7 +271,7 @@ def bench_model(spec: BenchSpec, batch: int, steps: int, repeats: int, threads: 
         row[f"{side}_images_per_s"] = statistics.median(rates[side]) if side in rates else None
         row[f"{side}_gflops"] = (6 * row["macs_per_image"] * row[f"{side}_images_per_s"] / 1e9
                                  if side in rates else None)
-    for side in RATIO_KEYS.keys() & sides.keys():
+    for side in RATIO_KEYS:
         row[RATIO_KEYS[side]] = row[f"{side}_images_per_s"] / row["torch_images_per_s"] if "torch" in rates else None
     if epoch:
         row["epoch_images_per_s"] = epoch_rate(model, spec, batch)
