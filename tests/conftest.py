@@ -12,7 +12,9 @@ import gzip
 import io
 import os
 import pickle
+import signal
 import struct
+import subprocess
 import sys
 import tarfile
 from pathlib import Path
@@ -157,3 +159,24 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "paddle_cnn", *args], capture_output=True, text=True,
                           timeout=timeout, env=full_env, cwd=cwd)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def popen(cmd: list[str], **kwargs) -> subprocess.Popen:
+    """subprocess.Popen for a child that a test will send SIGINT to.
+
+    A suite started in the background from a non-interactive shell (`nohup pytest &`, some CI
+    runners) inherits SIGINT as ignored, and a Python child then installs no KeyboardInterrupt
+    handler: the test's Ctrl-C would be lost. The child gets the default disposition back, as it
+    would have in a terminal; the product itself rightly keeps an inherited ignore.
+
+    Args:
+        cmd: the command.
+        **kwargs: passed to subprocess.Popen.
+    Returns:
+        The started process.
+    """
+    return subprocess.Popen(cmd, preexec_fn=_default_sigint, **kwargs)

@@ -18,6 +18,7 @@ import urllib.request
 import pytest
 from visualdl import LogWriter
 
+from conftest import popen
 from paddle_cnn import board
 from paddle_cnn.errors import UserError
 
@@ -260,8 +261,7 @@ def test_run_board_serves_until_ctrl_c_then_stops_the_server(logs):
     code = ("import sys; from paddle_cnn.board import run_board; "
             f"sys.exit(run_board({str(logs[0])!r}, port='auto'))")
     # Its own session, so that SIGINT can go to the whole group, as Ctrl-C in a terminal does.
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                            start_new_session=True)
+    proc = popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         line = proc.stdout.readline()
         url = re.search(r"http://\S+", line).group(0)

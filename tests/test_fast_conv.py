@@ -14,6 +14,8 @@ from paddle_cnn.cli import main
 from paddle_cnn.config import build_config
 from paddle_cnn.registry import build_model
 
+from numerics import assert_within_rounding, conv_reduction_length, magnitudes
+
 # (in, out, side, kernel, stride, padding, bias, path the layer takes): every GEMM case is a small
 # output (2x2, 1x1, 2x1, 6x8x8 = 384 values, 3x4x5); the paddle cases are 40x9x9 and 30x10x10, too
 # large, with and without a bias (the [C, 1, 1] add), and a 1x1 stride-1 conv at 4x4; non-square
@@ -39,28 +41,33 @@ def _out_side(side, k, stride, pad):
     return [(side + 2 * p - kk) // s + 1 for kk, s, p in zip(k, stride, pad)]
 
 
-def _forward_backward(layer, x_np):
+def _forward_backward(layer, x_np, upstream):
     x = paddle.to_tensor(x_np, stop_gradient=False)
     out = layer(x)
-    upstream = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
     (out * paddle.to_tensor(upstream)).sum().backward()
     return [out.numpy(), x.grad.numpy()] + [p.grad.numpy() for p in layer.parameters()]
 
 
 @pytest.mark.parametrize("c_in,c_out,side,k,stride,pad,bias,path", CASES)
 def test_fast_conv_matches_paddle_conv_forward_and_backward(c_in, c_out, side, k, stride, pad, bias, path):
+    def make_reference():
+        return paddle.nn.Conv2D(c_in, c_out, k, stride=stride, padding=pad, bias_attr=None if bias else False)
+
     paddle.seed(0)
-    ref = paddle.nn.Conv2D(c_in, c_out, k, stride=stride, padding=pad, bias_attr=None if bias else False)
-    fast = paddle.nn.Conv2D(c_in, c_out, k, stride=stride, padding=pad, bias_attr=None if bias else False)
+    ref, fast = make_reference(), make_reference()
     fast.set_state_dict(ref.state_dict())
     assert fast_conv.enable(fast) == 1
     assert fast_conv.takes_gemm(fast, [3, c_in, side, side]) is (path == "gemm")
     x_np = np.random.default_rng(1).standard_normal((3, c_in, side, side)).astype(np.float32)
-    expected, got = _forward_backward(ref, x_np), _forward_backward(fast, x_np)
-    assert len(got) == len(expected) == (4 if bias else 3)
-    for e, g in zip(expected, got):
-        assert e.shape == g.shape
-        np.testing.assert_allclose(g, e, rtol=1e-4, atol=1e-4)
+    out_hw = _out_side(side, k, stride, pad)
+    upstream = np.random.default_rng(2).standard_normal((3, c_out, *out_hw)).astype(np.float32)
+    expected, got = _forward_backward(ref, x_np, upstream), _forward_backward(fast, x_np, upstream)
+    bounds = magnitudes(make_reference, ref.state_dict(), x_np, upstream)
+    assert len(got) == len(expected) == len(bounds) == (4 if bias else 3)
+    kernel = (k, k) if isinstance(k, int) else k
+    n = conv_reduction_length(3, c_in, c_out, kernel, out_hw)
+    for e, g, m, name in zip(expected, got, bounds, ["output", "input grad", "weight grad", "bias grad"]):
+        assert_within_rounding(g, e, m, n, name)
 
 
 @pytest.mark.parametrize("c_out,h,w,expected", [
@@ -119,13 +126,19 @@ def test_resnet18_keeps_its_weights_names_and_macs():
 
 @pytest.mark.parametrize("full_graph", [False, True], ids=["sot", "ast"])
 def test_fast_conv_network_still_converts_to_static(full_graph):
-    net = paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3, padding=1), paddle.nn.ReLU(), paddle.nn.Conv2D(4, 2, 4))
+    def make_net():
+        return paddle.nn.Sequential(paddle.nn.Conv2D(3, 4, 3, padding=1), paddle.nn.ReLU(), paddle.nn.Conv2D(4, 2, 4))
+
+    net = make_net()
     x = paddle.randn([2, 3, 4, 4])
     expected = net(x).numpy()
+    # Relu passes non-negative values unchanged, so the float64 net on absolute values bounds
+    # sum|terms| through both convs (first order), and the two reductions' roundings add up.
+    magnitude = magnitudes(make_net, net.state_dict(), x.numpy(), np.ones_like(expected))[0]
     fast_conv.enable(net)
     static = paddle.jit.to_static(net, input_spec=[paddle.static.InputSpec([None, 3, 4, 4], "float32")],
                                   full_graph=full_graph)
-    np.testing.assert_allclose(static(x).numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert_within_rounding(static(x).numpy(), expected, magnitude, n=(3 * 9 + 1) + (4 * 16 + 1), what="logits")
 
 
 @pytest.mark.parametrize("enabled", [False, True])

@@ -9,7 +9,7 @@ from paddle_cnn.ops import (AvgPool2DScratch, Conv2DScratch, MaxPool2DScratch, c
                             conv2d_params, flops_counters, output_size)
 from paddle_cnn.registry import build_model, model_names
 
-TOL = {"rtol": 1e-5, "atol": 1e-5}
+from numerics import assert_network_within_rounding, assert_within_rounding, conv_reduction_length, magnitudes
 
 # (batch, in, out, height, width, kernel, stride, padding): every case satisfies the size rule;
 # non-square inputs catch a height/width mix-up, stride > 1 with padding catches offset errors.
@@ -37,31 +37,47 @@ POOL_CASES = [
 
 
 def _forward_backward(layer, x_np, upstream):
-    """Run layer on a copy of x_np and backpropagate sum(out * upstream); return out, x.grad."""
+    """Run layer on a copy of x_np and backpropagate sum(out * upstream); return out, x.grad, param grads."""
     x = paddle.to_tensor(x_np, stop_gradient=False)
     out = layer(x)
     (out * paddle.to_tensor(upstream)).sum().backward()
-    return out.numpy(), x.grad.numpy()
+    return [out.numpy(), x.grad.numpy()] + [p.grad.numpy() for p in layer.parameters()]
 
 
-def _compare(scratch, reference, x_shape, seed):
-    """Assert scratch and reference layers agree on output and input gradient; return out shape."""
+def _compare(scratch, make_reference, x_shape, seed, n, abs_input=True):
+    """Assert scratch and a reference layer agree on output and every gradient within float32 rounding.
+
+    Args:
+        scratch: the layer under test, holding the reference's weights.
+        make_reference: builds the reference layer (weights copied from scratch).
+        x_shape: input shape.
+        seed: RNG seed for the input and the upstream gradient.
+        n: the longest reduction in the layer (numerics.conv_reduction_length for a conv).
+        abs_input: see numerics.magnitudes.
+    """
     rng = np.random.default_rng(seed)
     x_np = rng.standard_normal(x_shape).astype("float32")
+    reference = make_reference()
+    reference.set_state_dict(scratch.state_dict())
     out_shape = reference(paddle.to_tensor(x_np)).shape
     # A random upstream gradient, not ones, so a transposed or shifted gradient cannot pass.
     upstream = rng.standard_normal(out_shape).astype("float32")
-    ref_out, ref_dx = _forward_backward(reference, x_np, upstream)
-    out, dx = _forward_backward(scratch, x_np, upstream)
-    assert out.shape == ref_out.shape
-    np.testing.assert_allclose(out, ref_out, **TOL)
-    np.testing.assert_allclose(dx, ref_dx, **TOL)
+    expected = _forward_backward(reference, x_np, upstream)
+    got = _forward_backward(scratch, x_np, upstream)
+    bounds = magnitudes(make_reference, scratch.state_dict(), x_np, upstream, abs_input)
+    names = ["output", "input grad"] + [f"{name} grad" for name, _ in scratch.named_parameters()]
+    assert len(got) == len(expected) == len(bounds) == len(names)
+    for g, e, m, name in zip(got, expected, bounds, names):
+        assert_within_rounding(g, e, m, n, name)
 
 
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("n,c_in,c_out,h,w,k,s,p", CONV_CASES)
 def test_conv_matches_paddle(n, c_in, c_out, h, w, k, s, p, bias):
-    reference = paddle.nn.Conv2D(c_in, c_out, k, stride=s, padding=p, bias_attr=None if bias else False)
+    def make_reference():
+        return paddle.nn.Conv2D(c_in, c_out, k, stride=s, padding=p, bias_attr=None if bias else False)
+
+    reference = make_reference()
     scratch = Conv2DScratch(c_in, c_out, k, stride=s, padding=p, bias=bias)
     assert {key: v.shape for key, v in scratch.state_dict().items()} == \
         {key: v.shape for key, v in reference.state_dict().items()}
@@ -69,28 +85,29 @@ def test_conv_matches_paddle(n, c_in, c_out, h, w, k, s, p, bias):
         # The default bias is zero; a random one checks it is added per output channel.
         reference.bias.set_value(paddle.randn([c_out]))
     scratch.set_state_dict(reference.state_dict())
-    _compare(scratch, reference, (n, c_in, h, w), seed=k * 100 + s * 10 + p)
-    np.testing.assert_allclose(scratch.weight.grad.numpy(), reference.weight.grad.numpy(), **TOL)
-    if bias:
-        np.testing.assert_allclose(scratch.bias.grad.numpy(), reference.bias.grad.numpy(), **TOL)
+    out_hw = (output_size(h, k, p, s), output_size(w, k, p, s))
+    _compare(scratch, make_reference, (n, c_in, h, w), seed=k * 100 + s * 10 + p,
+             n=conv_reduction_length(n, c_in, c_out, (k, k), out_hw))
 
 
 @pytest.mark.parametrize("n,c,h,w,k,s,p", POOL_CASES)
 def test_max_pool_matches_paddle(n, c, h, w, k, s, p):
-    _compare(MaxPool2DScratch(k, s, p), paddle.nn.MaxPool2D(k, s, p), (n, c, h, w), seed=k + s + p)
+    # The output is a selection (exact); an input gradient sums at most k*k overlapping windows.
+    _compare(MaxPool2DScratch(k, s, p), lambda: paddle.nn.MaxPool2D(k, s, p), (n, c, h, w), seed=k + s + p,
+             n=k * k, abs_input=False)
 
 
 @pytest.mark.parametrize("exclusive", [True, False])
 @pytest.mark.parametrize("n,c,h,w,k,s,p", POOL_CASES)
 def test_avg_pool_matches_paddle(n, c, h, w, k, s, p, exclusive):
-    reference = paddle.nn.AvgPool2D(k, s, p, exclusive=exclusive)
-    _compare(AvgPool2DScratch(k, s, p, exclusive=exclusive), reference, (n, c, h, w), seed=k + s + p)
+    # k*k terms and one division per output; an input gradient sums k*k windows' shares.
+    _compare(AvgPool2DScratch(k, s, p, exclusive=exclusive), lambda: paddle.nn.AvgPool2D(k, s, p, exclusive=exclusive),
+             (n, c, h, w), seed=k + s + p, n=k * k + 1)
 
 
 def test_pool_stride_defaults_to_kernel_like_paddle():
-    x = paddle.randn([1, 2, 6, 6])
-    np.testing.assert_allclose(MaxPool2DScratch(3)(x).numpy(), paddle.nn.MaxPool2D(3)(x).numpy(), **TOL)
-    np.testing.assert_allclose(AvgPool2DScratch(3)(x).numpy(), paddle.nn.AvgPool2D(3)(x).numpy(), **TOL)
+    _compare(MaxPool2DScratch(3), lambda: paddle.nn.MaxPool2D(3), (1, 2, 6, 6), seed=0, n=9, abs_input=False)
+    _compare(AvgPool2DScratch(3), lambda: paddle.nn.AvgPool2D(3), (1, 2, 6, 6), seed=0, n=10)
 
 
 def test_output_size_rule():
@@ -158,15 +175,10 @@ def test_scratch_lenet_has_lenet5_state_dict_and_outputs():
     assert {key: v.shape for key, v in scratch.state_dict().items()} == \
         {key: v.shape for key, v in reference.state_dict().items()}
     x = np.random.default_rng(0).standard_normal((4, 1, 32, 32)).astype("float32")
-    ref_logits = reference(paddle.to_tensor(x))
-    logits = scratch(paddle.to_tensor(x))
-    np.testing.assert_allclose(logits.numpy(), ref_logits.numpy(), **TOL)
-    ref_logits.sum().backward()
-    logits.sum().backward()
-    ref_params = dict(reference.named_parameters())
-    for name, param in scratch.named_parameters():
-        np.testing.assert_allclose(param.grad.numpy(), ref_params[name].grad.numpy(), **TOL,
-                                   err_msg=name)
+    # Longest path: forward sums of 25, 150, 400, 120 and 84 terms, then the backward's widest
+    # weight-gradient sum (conv1: 4 images x 28x28 positions) and the input-gradient sums.
+    chain = 25 + 150 + 400 + 120 + 84 + 4 * 28 * 28 + 84 + 120 + 400 + 150
+    assert_network_within_rounding(lambda: build_model("lenet5"), reference.state_dict(), scratch, x, chain)
 
 
 def test_scratch_lenet_counts_like_lenet5():

@@ -27,7 +27,7 @@ import pytest
 import yaml
 from visualdl import LogReader
 
-from conftest import run_cli, tiny_config, write_cifar, write_mnist
+from conftest import popen, run_cli, tiny_config, write_cifar, write_mnist
 from paddle_cnn.cli import main
 
 ENV = {"OMP_NUM_THREADS": "1"}
@@ -433,8 +433,8 @@ def reference_run(long_config) -> Path:
 def start_training(config: Path, out: Path) -> subprocess.Popen:
     """Start `paddle-cnn train` in the background, output to files (a full pipe would stall it)."""
     log = open(out.parent / f"{out.name}.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "paddle_cnn", "train", str(config), "--output-dir", str(out)],
-                            stdout=log, stderr=subprocess.STDOUT, text=True, env={**os.environ, **ENV})
+    return popen([sys.executable, "-m", "paddle_cnn", "train", str(config), "--output-dir", str(out)],
+                 stdout=log, stderr=subprocess.STDOUT, text=True, env={**os.environ, **ENV})
 
 
 def wait_for_epochs(proc: subprocess.Popen, run_dir: Path, n: int, timeout: float = 120) -> None:

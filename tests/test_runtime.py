@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -118,3 +119,18 @@ def test_training_output_is_free_of_paddles_batchnorm_notice(write_config, tmp_p
     proc = run_cli("train", str(cfg), "--output-dir", str(tmp_path / "run"), env={"OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr
     assert "track global mean" not in proc.stderr and "UserWarning" not in proc.stderr
+
+
+def test_children_that_tests_interrupt_get_ctrl_c_even_when_the_suite_ignores_it():
+    """Under `nohup pytest &` SIGINT is ignored and inherited; conftest.popen gives it back."""
+    from conftest import popen
+
+    code = "import signal, sys; sys.exit(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        inherited = subprocess.run([sys.executable, "-c", code]).returncode
+        restored = popen([sys.executable, "-c", code]).wait(timeout=60)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert inherited == 0, "a child of a process that ignores SIGINT should inherit the ignore"
+    assert restored == 1
