@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
 from visualdl import LogWriter
@@ -327,3 +328,54 @@ def test_scalar_page_renders_runs_and_charts_in_headless_chromium(server, tmp_pa
     assert dom.count('<div class="echarts"') == 4
     assert _png_size(shot) == (1400, 1000)
     assert not [r for r in sink.requests if b"baidu" in r or b"paddlepaddle" in r]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below pid, from /proc (children, grandchildren, ...)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == parent]
+        found += children
+        frontier += children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process tree from /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"])
+def test_board_stopped_by_a_signal_leaves_no_child_running(logs, signum):
+    """Sent to the board process alone (as `timeout`, `docker stop` or a process manager does)."""
+    code = ("import sys; from paddle_cnn.board import run_board; "
+            f"sys.exit(run_board({str(logs[0])!r}, port='auto'))")
+    proc = popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        url = re.search(r"http://\S+", proc.stdout.readline()).group(0)
+        children = _descendants(proc.pid)
+        assert children, "the VisualDL server should be a child of the board"
+        proc.send_signal(signum)
+        assert proc.wait(30) == 0
+        assert "VisualDL stopped." in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in children if _alive(pid)], "a child of the board survived it"
+    with pytest.raises(urllib.error.URLError):  # and nothing holds the port
+        DIRECT.open(url, timeout=5)

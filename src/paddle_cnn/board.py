@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from paddle_cnn.errors import UserError
+from paddle_cnn.signals import raising_on
 
 VISUALDL_LANGUAGES = ("en", "zh")
 PUBLIC_PATH = "/app"
@@ -178,6 +179,15 @@ def start_server(logdir: str, host: str = "127.0.0.1", port: int = 8040, languag
     return proc, url
 
 
+def _die_with_parent() -> None:
+    """In the server child (Linux): get SIGTERM when the board process dies, even by SIGKILL."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _spawn(cmd: list[str], cwd: Path) -> subprocess.Popen:
     """Start cmd with its output in an unlinked temporary file, readable as proc.board_log."""
     fd, path = tempfile.mkstemp(prefix="paddle-cnn-visualdl-", suffix=".log")
@@ -187,7 +197,7 @@ def _spawn(cmd: list[str], cwd: Path) -> subprocess.Popen:
     os.unlink(path)
     try:
         proc = subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=fd,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
     except BaseException:
         reader.close()
         raise
@@ -233,7 +243,7 @@ def stop_server(proc: subprocess.Popen, timeout: float = 10.0) -> int:
         proc.terminate()
         try:
             proc.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):  # a second Ctrl-C/SIGTERM: no more waiting
             proc.kill()
             proc.wait()
     proc.board_log.close()
@@ -251,8 +261,17 @@ def run_board(logdir: str = "outputs", host: str = "127.0.0.1", port: int | str 
         language: UI language, one of VISUALDL_LANGUAGES.
 
     Returns:
-        0 after Ctrl-C, 130 for Ctrl-C during start-up, 1 if the server stopped by itself.
+        0 after Ctrl-C, SIGTERM or SIGHUP, 130 for one of those during start-up, 1 if the server
+        stopped by itself.
     """
+    # SIGTERM (timeout, docker stop, a process manager) and SIGHUP (a closed terminal) stop the
+    # server like Ctrl-C does, instead of ending this process and leaving the server on the port.
+    with raising_on((signal.SIGTERM, signal.SIGHUP), KeyboardInterrupt):
+        return _serve(logdir, host, port, language)
+
+
+def _serve(logdir: str, host: str, port: int | str, language: str) -> int:
+    """run_board with the signals set up."""
     try:
         proc, url = start_server(logdir, host, parse_port(port, host), language)
     except KeyboardInterrupt:  # start_server has already stopped the server

@@ -11,7 +11,6 @@ hapi quirks handled here, in one place:
 
 from __future__ import annotations
 
-import contextlib
 import math
 import signal
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from . import distributed, fast_conv, fileio
+from . import distributed, fast_conv, fileio, signals
 from .checkpoint import (BEST, LAST, load_checkpoint, load_file, load_weights, restore_optimizer, save_best,
                          save_checkpoint)
 from .config import Config, dump_yaml, to_dict
@@ -344,21 +343,13 @@ def make_loaders(cfg: Config, splits: dict) -> dict[str, BatchLoader]:
     return loaders
 
 
-@contextlib.contextmanager
 def sigterm_as_interrupt():
-    """Within the block, SIGTERM raises Interrupted, so it is handled like Ctrl-C."""
-    def handler(signum, frame):
-        raise Interrupted()
+    """Within the block, SIGTERM raises Interrupted, so it is handled like Ctrl-C.
 
-    try:
-        old = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    Returns:
+        The context manager.
+    """
+    return signals.raising_on((signal.SIGTERM,), Interrupted)
 
 
 def _hparams(cfg: Config) -> dict:
