@@ -355,6 +355,111 @@ def test_resume_and_overwrite_do_not_mix(run_copy, capsys):
     assert_refused(code, err, "--resume", "--overwrite")
 
 
+@pytest.mark.parametrize("text", ["", "# every default, please\n\n"], ids=["empty", "comments-only"])
+def test_an_empty_config_is_refused_and_trains_nothing(tmp_path, capsys, text, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where the default outputs/<name> would go
+    config = tmp_path / "empty.yaml"
+    config.write_text(text)
+    code, _, err = run_main(capsys, "train", str(config))
+    assert_refused(code, err, "is empty", "model: {name: lenet}")
+    assert not (tmp_path / "outputs").exists()
+    (tmp_path / "base.yaml").write_text(text)
+    write_yaml(tmp_path / "cmp.yaml", {"base": "base.yaml", "vary": {"train.seed": [0, 1]}})
+    code, _, err = run_main(capsys, "compare", str(tmp_path / "cmp.yaml"))
+    assert_refused(code, err, "is empty")
+
+
+def test_an_explicit_one_line_config_means_every_default(tmp_path):
+    from paddle_cnn.config import Config, load_config, to_dict
+
+    for text in ("{}\n", "model: {name: lenet}\n"):
+        (tmp_path / "all_defaults.yaml").write_text(text)
+        assert to_dict(load_config(tmp_path / "all_defaults.yaml")) == to_dict(Config())
+
+
+@pytest.fixture
+def a_file(tmp_path) -> Path:
+    path = tmp_path / "notes.txt"
+    path.write_text("not a directory")
+    return path
+
+
+@pytest.mark.parametrize("command", ["train", "compare", "bench"])
+def test_an_output_path_under_a_regular_file_is_a_clear_error(command, a_file, finished_run, tmp_path, capsys):
+    argv = {
+        "train": ["train", str(finished_run[1]), "--output-dir", str(a_file / "run")],
+        "compare": ["compare", str(write_yaml(tmp_path / "cmp.yaml", {"base": str(finished_run[1]),
+                                                                       "vary": {"train.seed": [0, 1]}})),
+                    "--output-dir", str(a_file / "sub" / "cmp")],
+        "bench": ["bench", "--models", "lenet", "--batch", "2", "--no-torch", "--json", str(a_file / "bench.json")],
+    }[command]
+    code, _, err = run_main(capsys, *argv)
+    assert_refused(code, err, f"under {a_file}, which is a file", "Choose another")
+    assert a_file.read_text() == "not a directory"
+
+
+def test_an_output_dir_that_is_a_file_and_a_bench_json_that_is_a_dir(a_file, finished_run, tmp_path, capsys):
+    code, _, err = run_main(capsys, "train", str(finished_run[1]), "--output-dir", str(a_file))
+    assert_refused(code, err, "exists and is a file")
+    code, _, err = run_main(capsys, "bench", "--no-torch", "--json", str(tmp_path))
+    assert_refused(code, err, "is a directory", "--json")
+    assert a_file.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("command", ["evaluate", "predict"])
+def test_a_run_dir_under_a_regular_file_is_a_clear_error(command, a_file, capsys):
+    code, _, err = run_main(capsys, command, str(a_file / "run"))
+    assert_refused(code, err, "not a run directory")
+
+
+def test_an_os_error_mid_command_is_one_paragraph_not_a_traceback(finished_run, tmp_path, capsys, monkeypatch):
+    from paddle_cnn import engine
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(engine, "evaluate_run", full_disk)
+    code, _, err = run_main(capsys, "evaluate", str(finished_run[0]))
+    assert_refused(code, err, "No space left on device", "half-written", exit_code=1)
+
+
+def test_a_run_being_written_is_refused_naming_its_pid(run_copy, finished_run, capsys):
+    from paddle_cnn import rundir
+
+    (run_copy / "results.json").unlink()  # an unfinished run, as one in progress is
+    before = snapshot(run_copy)
+    with rundir.locked(run_copy):
+        for argv in (["train", "--resume", str(run_copy)],
+                     ["train", str(finished_run[1]), "--output-dir", str(run_copy)],
+                     ["train", str(finished_run[1]), "--output-dir", str(run_copy), "--overwrite"]):
+            code, _, err = run_main(capsys, *argv)
+            assert_refused(code, err, "being written by another paddle-cnn process", f"pid {os.getpid()}")
+        after = snapshot(run_copy)
+    assert {k: v for k, v in after.items() if k != ".lock"} == before
+    assert not (run_copy / ".lock").exists()  # released, and removed, at the end of the block
+    code, _, err = run_main(capsys, "train", "--resume", str(run_copy))
+    assert code == 0, err
+
+
+def test_a_comparison_being_written_is_not_deleted_by_overwrite(comparison_run, capsys):
+    from paddle_cnn import rundir
+
+    out, config = comparison_run
+    variant = next(p.parent for p in out.rglob("results.json") if p.parent.name.startswith("seed"))
+    with rundir.locked(variant):
+        code, _, err = run_main(capsys, "compare", str(config), "--output-dir", str(out), "--overwrite")
+    assert_refused(code, err, "being written by another paddle-cnn process", f"pid {os.getpid()}")
+    assert (variant / "results.json").is_file()
+
+
+@pytest.fixture
+def comparison_run(tmp_path, finished_run) -> tuple[Path, Path]:
+    config = write_yaml(tmp_path / "cmp.yaml", {"base": str(finished_run[1]), "vary": {"train.seed": [0]},
+                                                 "overrides": {"train.epochs": 1}})
+    assert main(["compare", str(config), "--output-dir", str(tmp_path / "cmp")]) == 0
+    return tmp_path / "cmp", config
+
+
 # ----------------------------------------------------------------------------- numerical failure
 
 
@@ -409,6 +514,14 @@ def test_divergence_in_the_first_epoch_says_there_is_no_checkpoint(write_config,
     assert_refused(code, err, "at epoch 1, step", "no epoch completed", "optimizer.lr")
     assert "epoch 0" not in err
     assert results(out)["status"] == "failed" and not (out / "checkpoints" / "last.pdckpt").exists()
+
+
+def test_non_finite_preprocessed_data_is_refused_before_training(write_config, tmp_path, capsys):
+    """A normalisation that overflows float32 (here a std of 1e-40) would train into NaN."""
+    config = write_config(data={"std": [1.0e-40]})
+    code, _, err = run_main(capsys, "train", str(config), "--output-dir", str(tmp_path / "run"))
+    assert_refused(code, err, "non-finite values", "data.std")
+    assert not (tmp_path / "run").exists()
 
 
 # ----------------------------------------------------------------------------- interruption and resume
@@ -478,6 +591,7 @@ def test_kill_9_leaves_a_loadable_checkpoint_and_resumes_exactly(long_config, re
     assert proc.poll() is None, f"finished within {delay:.2f} s; nothing was killed"
     proc.kill()
     assert proc.wait(timeout=30) == -signal.SIGKILL
+    assert (out / ".lock").is_file()  # the killed run's lock file stays behind, but not its lock
     state = paddle.load(str(out / "checkpoints" / "last.pdckpt"))
     assert state["meta"]["epoch"] >= 1 and len(state["meta"]["rows"]) == state["meta"]["epoch"], delay
     # A temporary file a kill can leave behind is cleaned up by the resume.

@@ -15,10 +15,12 @@ import sys
 import warnings
 from pathlib import Path
 
-from . import runtime
+from . import rundir, runtime
 from .errors import RunDirError, UserError
+from .fileio import check_output_dir, check_output_file
 
 EXIT_USER_ERROR = 2
+EXIT_OS_ERROR = 1
 EXIT_INTERRUPTED = 130
 
 
@@ -133,6 +135,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as exc:
+        # The checks above name the usual causes in advance; this catches what the file system
+        # still refuses mid-run (disk full, a folder deleted or made read-only meanwhile).
+        if args.debug:
+            raise
+        print(f"error: {args.command}: the file system refused an operation: {exc}. Files are "
+              f"replaced atomically, so none is half-written; fix the cause and run again (--debug shows "
+              f"where it happened).", file=sys.stderr)
+        return EXIT_OS_ERROR
 
 
 def _load(config: str, overrides: list[str]):
@@ -175,8 +186,8 @@ def prepare_run_dir(run_dir: Path, overwrite: bool) -> Path | None:
     Returns:
         Where the replaced run was moved, or None.
     """
-    if run_dir.exists() and not run_dir.is_dir():
-        raise RunDirError(f"{run_dir} exists and is not a directory; choose another --output-dir.")
+    check_output_dir(run_dir, "run", "--output-dir")
+    rundir.ensure_unlocked(run_dir)  # a live run is never moved aside or reported as resumable
     replaced = None
     if run_dir.is_dir() and any(run_dir.iterdir()):
         status = (_results(run_dir) or {}).get("status")
@@ -328,7 +339,8 @@ def cmd_compare(args) -> int:
     runtime.setup(comparison.base.runtime.threads)
     from .compare import run_comparison
 
-    out_dir = Path(args.output_dir) if args.output_dir else comparison.default_dir()
+    out_dir = check_output_dir(Path(args.output_dir) if args.output_dir else comparison.default_dir(),
+                               "comparison", "--output-dir")
     try:
         summary = run_comparison(comparison, out_dir, overwrite=args.overwrite, resume=args.resume)
     except KeyboardInterrupt:
@@ -341,6 +353,8 @@ def cmd_compare(args) -> int:
 
 def cmd_bench(args) -> int:
     """`paddle-cnn bench`: speed of the real training step against PyTorch and numpy's sgemm."""
+    if args.json:
+        check_output_file(args.json, "benchmark results", "--json")
     runtime.setup()
     from .bench import run_bench_cli
 

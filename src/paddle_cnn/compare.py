@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import rundir
 from .config import Config, build_config, read_yaml
 from .errors import ConfigError, RunDirError
 
@@ -148,6 +149,8 @@ def _run_status(run_dir: Path) -> str:
 def _prepare_dir(out_dir: Path, overwrite: bool, resume: bool) -> None:
     import shutil
 
+    for lock in out_dir.rglob(rundir.LOCK_NAME) if out_dir.is_dir() else ():
+        rundir.ensure_unlocked(lock.parent)  # a variant another process is training: never delete it
     if out_dir.is_dir() and any(out_dir.iterdir()) and not resume:
         if not overwrite:
             raise RunDirError(f"{out_dir} already holds a comparison. Pass --resume to keep its finished runs and "

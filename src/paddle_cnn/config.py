@@ -300,7 +300,7 @@ def read_yaml(path: str | Path) -> dict:
     Args:
         path: file to read.
     Returns:
-        The mapping (empty dict for an empty file).
+        The mapping. An empty or comment-only file is refused (`{}` asks for every default).
     """
     path = Path(path)
     if not path.is_file():
@@ -315,7 +315,11 @@ def read_yaml(path: str | Path) -> dict:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (not UTF-8); a config must be a YAML text file.") from None
     if data is None:
-        return {}
+        # An empty file is far more often a wrong path or an unsaved editor buffer than a wish
+        # for every default; the wish can be said in one line.
+        raise ConfigError(f"{path} is empty (or holds only comments), so it says nothing about the run. "
+                          "Check that it is the file you meant; to train with every default, say so "
+                          "explicitly with a one-line config such as `model: {name: lenet}` (or `{}`).")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections (data:, model:, ...).")
     return data

@@ -224,7 +224,20 @@ def preprocess(images: np.ndarray, cfg: DataConfig, in_channels: int) -> np.ndar
     chw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
     mean, std = dataset_stats(cfg, in_channels)
     # Normalize on the whole NCHW array at once: per-channel stats broadcast over N.
-    return Normalize(mean=mean, std=std, data_format="CHW")(chw).astype("float32")
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, as one clear error
+        out = Normalize(mean=mean, std=std, data_format="CHW")(chw).astype("float32")
+    _check_finite(out, mean, std)
+    return out
+
+
+def _check_finite(x: np.ndarray, mean: list[float], std: list[float]) -> None:
+    """Refuse non-finite model input: it trains into NaN silently (relu and max-pool hide it)."""
+    bad = ~np.isfinite(x)
+    if bad.any():
+        first = int(np.argmax(bad.reshape(len(x), -1).any(axis=1)))
+        raise DataError(f"preprocessing produced {int(bad.sum()):,} non-finite values (NaN or inf), the first "
+                        f"in image {first}; training on them would only give NaN. Check data.mean {mean} and "
+                        f"data.std {std} (a tiny std overflows float32) and the data files.")
 
 
 def dataset_stats(cfg: DataConfig, in_channels: int) -> tuple[list[float], list[float]]:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from . import distributed, fast_conv, fileio, signals
+from . import distributed, fast_conv, fileio, rundir, signals
 from .checkpoint import (BEST, LAST, load_checkpoint, load_file, load_weights, restore_optimizer, save_best,
                          save_checkpoint)
 from .config import Config, dump_yaml, to_dict
@@ -394,9 +394,11 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, log=print, init_stat
         log: where progress lines go.
         init_state: initial weights for the tensors whose names and shapes match (comparisons).
     Returns:
-        The results dict also written to results.json.
+        The results dict also written to results.json. Raises RunDirError if another process
+        is writing run_dir.
     """
-    with sigterm_as_interrupt():  # anywhere in a run, loading and testing included, SIGTERM acts as Ctrl-C
+    # Anywhere in a run, loading and testing included, SIGTERM acts as Ctrl-C; one writer at a time.
+    with sigterm_as_interrupt(), rundir.locked(Path(run_dir)):
         return _train(cfg, Path(run_dir), resume, log, init_state)
 
 

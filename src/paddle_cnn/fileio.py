@@ -15,9 +15,59 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+from .errors import RunDirError
 from .runtime import rank
 
 TEMP_MARK = ".tmp-"
+
+
+def _blocking_file(path: Path) -> Path | None:
+    """The nearest existing path at or above `path` if it is not a directory (so nothing can go below it)."""
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
+
+
+def check_output_dir(path: str | Path, what: str, option: str, target: Path | None = None) -> Path:
+    """Refuse, before any work starts, an output directory that cannot be created or written.
+
+    Args:
+        path: the directory a command will write into (it may not exist yet).
+        what: what goes there, for the message ("run", "comparison", ...).
+        option: the flag that chose it, for the message ("--output-dir").
+        target: the file that goes into path, if the message should name it instead.
+    Returns:
+        The path. Raises RunDirError naming the obstacle.
+    """
+    path = Path(path)
+    target = target or path
+    blocker = _blocking_file(path)
+    if blocker is not None:
+        where = "exists and is a file" if blocker == target else f"is under {blocker}, which is a file"
+        raise RunDirError(f"cannot write the {what} to {target}: it {where}, not a directory. "
+                          f"Choose another {option}.")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"cannot write the {what} to {target}: {existing} is not writable. Choose another {option}.")
+    return path
+
+
+def check_output_file(path: str | Path, what: str, option: str) -> Path:
+    """Refuse, before any work starts, an output file that could not be written.
+
+    Args:
+        path: the file a command will write.
+        what: what it holds, for the message.
+        option: the flag that chose it.
+    Returns:
+        The path. Raises RunDirError naming the obstacle.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise RunDirError(f"cannot write the {what} to {path}: it is a directory. Give a file name to {option}.")
+    check_output_dir(path.parent, what, option, target=path)
+    return path
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
