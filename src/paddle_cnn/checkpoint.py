@@ -15,7 +15,7 @@ from pathlib import Path
 
 import paddle
 
-from . import fileio
+from . import compat, fileio
 from .errors import CheckpointError
 
 LAST = Path("checkpoints") / "last.pdckpt"
@@ -53,7 +53,7 @@ def optimizer_state(model: paddle.Model) -> dict:
     names = _unique_to_structured(model.network)
     by_length = sorted(names, key=len, reverse=True)  # longest first: conv2d_11 before conv2d_1
     out = {"optimizer_keys": "structured"}
-    for key, value in model._optimizer.state_dict().items():
+    for key, value in compat.optimizer_of(model).state_dict().items():
         if key == "master_weights":
             out[key] = {names.get(k, k): v for k, v in value.items()}
             continue
@@ -80,7 +80,7 @@ def restore_optimizer(model: paddle.Model, state: dict) -> None:
             name, sep, rest = key.partition(":")
             restored[f"{unique[name]}_{rest}" if sep and name in unique else key] = value
         state = restored
-    model._optimizer.set_state_dict(state)
+    compat.optimizer_of(model).set_state_dict(state)
 
 
 def save_best(run_dir: Path, model: paddle.Model) -> None:

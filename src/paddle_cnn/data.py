@@ -167,11 +167,13 @@ def _load_cifar10(cfg: DataConfig, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Read CIFAR-10 with paddle.vision.datasets.Cifar10; returns (N, 32, 32, 3) and labels."""
     from paddle.vision.datasets import Cifar10
 
+    from . import compat
+
     path = data_root(cfg) / CIFAR_FILE
     if not path.is_file() and not cfg.download:
         raise _missing_error(cfg, [path])
     if not path.is_file():
-        _check_reachable(Cifar10.__init__.__globals__.get("URL_PREFIX", "https://dataset.bj.bcebos.com/"))
+        _check_reachable(compat.cifar10_url_prefix())
     else:
         _check_cifar_members(path, mode)
     try:

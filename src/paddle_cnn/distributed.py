@@ -42,7 +42,7 @@ import paddle
 import paddle.distributed as dist
 import paddle.nn.functional as F
 
-from . import runtime
+from . import compat, runtime
 from .errors import TrainingFailed
 
 _STOP = {"requested": False}  # set by SIGTERM during fit(), acted on by every rank at the same step
@@ -127,7 +127,7 @@ def batch_samples(model: paddle.Model, logs: dict) -> int:
     Returns:
         The sample count (hapi's logs['batch_size'] is local size x world under the launcher).
     """
-    loss = getattr(model, "_loss", None)
+    loss = compat.loss_of(model)
     return loss.count if isinstance(loss, GlobalMeanLoss) else int(logs["batch_size"])
 
 

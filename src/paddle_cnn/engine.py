@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from . import distributed, fast_conv, fileio, rundir, signals
+from . import compat, distributed, fast_conv, fileio, rundir, signals
 from .checkpoint import (BEST, LAST, load_checkpoint, load_file, load_weights, restore_optimizer, save_best,
                          save_checkpoint)
 from .config import Config, dump_yaml, to_dict
@@ -290,7 +290,7 @@ class RunRecorder(paddle.callbacks.Callback):
         epoch_seconds = time.perf_counter() - self.t0
         row = {
             "epoch": self.epoch + 1, "train_loss": self.train_meter.mean, "train_acc": self.train_acc,
-            "dev_loss": self.dev_meter.mean, "dev_acc": float(logs["acc"]), "lr": float(self.model._optimizer.get_lr()),
+            "dev_loss": self.dev_meter.mean, "dev_acc": float(logs["acc"]), "lr": float(compat.optimizer_of(self.model).get_lr()),
             "epoch_seconds": epoch_seconds, "train_seconds": self.train_seconds,
             "images_per_s": self.train_meter.count / self.train_seconds,
             "elapsed_seconds": (p.rows[-1]["elapsed_seconds"] if p.rows else 0.0) + epoch_seconds,

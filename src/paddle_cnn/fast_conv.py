@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import paddle
 import paddle.nn.functional as F
-from paddle.base.dygraph.base import in_sot_simulation_mode
-from paddle.hapi.dynamic_flops import count_convNd
+
+from .compat import conv_flops_counter, conv_geometry, in_sot_tracing
 
 # Where the batch-GEMM path wins, measured per layer by `paddle-cnn bench --conv` (forward +
 # backward, batch 128, 2 threads; the table is in the README): at every output of 16 pixels or
@@ -41,9 +41,9 @@ def supported(layer) -> bool:
     Returns:
         True for NCHW, ungrouped, undilated convs with explicit zero padding.
     """
-    return (layer._data_format == "NCHW" and layer._groups == 1 and layer._padding_mode == "zeros"
-            and layer._padding_algorithm == "EXPLICIT" and list(layer._dilation) == [1, 1]
-            and len(layer._updated_padding) == 2)
+    g = conv_geometry(layer)
+    return (g.data_format == "NCHW" and g.groups == 1 and g.padding_mode == "zeros"
+            and g.padding_algorithm == "EXPLICIT" and g.dilation == (1, 1) and len(g.padding) == 2)
 
 
 def uses_gemm(c_out: int, out_h: int, out_w: int, pointwise: bool = False) -> bool:
@@ -69,7 +69,8 @@ def takes_gemm(layer, x_shape) -> bool:
     Returns:
         uses_gemm for the layer's output size and kernel.
     """
-    pointwise = list(layer._kernel_size) == [1, 1] and list(layer._stride) == [1, 1]
+    g = conv_geometry(layer)
+    pointwise = g.kernel == (1, 1) and g.stride == (1, 1)
     return uses_gemm(layer.weight.shape[0], *output_size(layer, x_shape), pointwise=pointwise)
 
 
@@ -81,7 +82,7 @@ def output_size(layer, x_shape) -> tuple[int, int]:
     Returns:
         (out_h, out_w).
     """
-    (kh, kw), (sh, sw), (ph, pw) = layer._kernel_size, layer._stride, layer._updated_padding
+    (kh, kw), (sh, sw), (ph, pw), *_ = conv_geometry(layer)
     return (x_shape[2] + 2 * ph - kh) // sh + 1, (x_shape[3] + 2 * pw - kw) // sw + 1
 
 
@@ -94,8 +95,9 @@ def gemm_conv(layer, x: paddle.Tensor) -> paddle.Tensor:
         [N, C_out, out_h, out_w], layer's own result to float rounding.
     """
     n, c_in = x.shape[:2]
-    (kh, kw), (oh, ow), c_out = layer._kernel_size, output_size(layer, x.shape), layer.weight.shape[0]
-    cols = F.unfold(x, [kh, kw], strides=list(layer._stride), paddings=list(layer._updated_padding))
+    g = conv_geometry(layer)
+    (kh, kw), (oh, ow), c_out = g.kernel, output_size(layer, x.shape), layer.weight.shape[0]
+    cols = F.unfold(x, [kh, kw], strides=list(g.stride), paddings=list(g.padding))
     cols = cols.transpose([0, 2, 1]).reshape([-1, c_in * kh * kw])  # [N*oh*ow, C*kh*kw]
     out = paddle.matmul(cols, layer.weight.reshape([c_out, -1]), transpose_y=True)  # [N*oh*ow, C_out]
     if layer.bias is not None:
@@ -111,7 +113,8 @@ def paddle_conv(layer, x: paddle.Tensor) -> paddle.Tensor:
     Returns:
         [N, C_out, out_h, out_w].
     """
-    out = F.conv2d(x, layer.weight, None, layer._stride, layer._updated_padding)
+    g = conv_geometry(layer)
+    out = F.conv2d(x, layer.weight, None, list(g.stride), list(g.padding))
     return out if layer.bias is None else out + layer.bias.reshape([-1, 1, 1])
 
 
@@ -124,7 +127,7 @@ def fast_conv_forward(layer, x: paddle.Tensor) -> paddle.Tensor:
     Returns:
         The same values layer's own forward returns.
     """
-    if not paddle.in_dynamic_mode() or in_sot_simulation_mode() or not x.place.is_cpu_place():
+    if not paddle.in_dynamic_mode() or in_sot_tracing() or not x.place.is_cpu_place():
         return paddle.nn.Conv2D.forward(layer, x)  # graph capture (to_static), GPU: paddle's own
     if takes_gemm(layer, x.shape):
         return gemm_conv(layer, x)
@@ -143,7 +146,7 @@ class FastConv2D(paddle.nn.Conv2D):
 
 
 # paddle.flops looks up its counting hook by exact layer type: count FastConv2D as the conv it is.
-FLOPS_CUSTOM_OPS = {FastConv2D: count_convNd}
+FLOPS_CUSTOM_OPS = {FastConv2D: conv_flops_counter()}
 
 
 def enable(net) -> int:
