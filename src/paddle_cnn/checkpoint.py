@@ -17,9 +17,7 @@ import paddle
 
 from . import compat, fileio
 from .errors import CheckpointError
-
-LAST = Path("checkpoints") / "last.pdckpt"
-BEST = Path("checkpoints") / "best.pdparams"
+from .rundir import BEST, LAST
 
 
 def save_checkpoint(run_dir: Path, model: paddle.Model, meta: dict) -> None:

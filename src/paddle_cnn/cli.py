@@ -166,63 +166,20 @@ def default_run_dir(cfg, config_path: str) -> Path:
     return Path(cfg.output.dir) / (cfg.output.name or Path(config_path).stem)
 
 
-def _results(run_dir: Path) -> dict | None:
-    """A run's results.json (status "finished" or "failed"), None while it has none."""
-    try:
-        return json.loads((run_dir / "results.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def prepare_run_dir(run_dir: Path, overwrite: bool) -> Path | None:
-    """Make sure a new run may be written to run_dir; never destroys a run unless asked to.
-
-    With overwrite, the old run is moved aside, not deleted yet, so that a new run that fails before
-    writing anything (missing data, a typo in the model name) can put it back (see _settle).
-
-    Args:
-        run_dir: the intended run directory.
-        overwrite: the user passed --overwrite.
-    Returns:
-        Where the replaced run was moved, or None.
-    """
-    check_output_dir(run_dir, "run", "--output-dir")
-    rundir.ensure_unlocked(run_dir)  # a live run is never moved aside or reported as resumable
-    replaced = None
-    if run_dir.is_dir() and any(run_dir.iterdir()):
-        status = (_results(run_dir) or {}).get("status")
-        if overwrite:
-            replaced = run_dir.with_name(f".{run_dir.name}.replaced-{os.getpid()}")
-            run_dir.rename(replaced)
-        elif status == "failed":
-            raise RunDirError(f"{run_dir} holds a run that failed (see its results.json). Continue it from its last "
-                              f"good epoch with `paddle-cnn train --resume {run_dir}` (-o optimizer.lr=... may be "
-                              f"given), or pass --overwrite to start again.")
-        elif status:
-            raise RunDirError(f"{run_dir} already holds a finished run. Pass --overwrite to replace it, train it "
-                              f"further with `paddle-cnn train --resume {run_dir} -o train.epochs=N`, or choose "
-                              f"another --output-dir (or -o output.name=...).")
-        else:
-            raise RunDirError(f"{run_dir} already holds an unfinished run. Continue it with "
-                              f"`paddle-cnn train --resume {run_dir}`, or pass --overwrite to start again.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return replaced
-
-
 def _resume_config(run_dir: Path, overrides: list[str]):
     """The saved config of a run plus overrides; overrides that change the model or data are refused."""
     from .config import load_config, to_dict
 
-    if not (run_dir / "config.yaml").is_file():
+    if not (run_dir / rundir.CONFIG).is_file():
         raise RunDirError(f"{run_dir} is not a run directory (no config.yaml), so there is nothing to resume; "
                           f"start a run with `paddle-cnn train CONFIG`.")
-    saved = load_config(run_dir / "config.yaml")
-    cfg = load_config(run_dir / "config.yaml", overrides)
+    saved = load_config(run_dir / rundir.CONFIG)
+    cfg = load_config(run_dir / rundir.CONFIG, overrides)
     for section in ("data", "model"):
         if to_dict(getattr(cfg, section)) != to_dict(getattr(saved, section)):
             raise RunDirError(f"--resume: overrides may not change {section}.* of a run ({run_dir}); "
                               f"start a new run instead.")
-    results = _results(run_dir) or {}
+    results = rundir.read_results(run_dir) or {}
     done = results.get("epochs_completed", 0)
     if results.get("status") == "finished" and cfg.train.epochs <= done:
         raise RunDirError(f"{run_dir} already finished its {done} epochs. To train it further, raise train.epochs: "
@@ -241,24 +198,6 @@ def _check_model(cfg) -> None:
     given = {k for k, v in cfg.model.options().items() if v is not None}
     if not given <= model_options(cfg.model.name):  # raises, listing the valid names, for an unknown model
         build_model(cfg.model.name, **cfg.model.options())  # raises, naming the option and the valid ones
-
-
-def _settle(run_dir: Path, ours: bool, replaced: Path | None) -> bool:
-    """After a failed or interrupted train(): if the new run wrote nothing, undo making its directory.
-
-    Args:
-        run_dir: the run directory.
-        ours: this command created run_dir (or replaced what was there).
-        replaced: where a run replaced by --overwrite was moved, or None.
-    Returns:
-        True if run_dir was removed (and the replaced run put back).
-    """
-    if not ours or not run_dir.is_dir() or any(run_dir.iterdir()):
-        return False
-    run_dir.rmdir()
-    if replaced is not None:
-        replaced.rename(run_dir)
-    return True
 
 
 def _resume_command(run_dir: Path) -> str:
@@ -287,13 +226,13 @@ def cmd_train(args) -> int:
         run_dir = Path(args.output_dir) if args.output_dir else default_run_dir(cfg, args.config)
         if runtime.rank() == 0:  # data-parallel: rank 0 alone prepares and writes the run directory
             ours = not run_dir.exists() or args.overwrite
-            replaced = prepare_run_dir(run_dir, args.overwrite)
+            replaced = rundir.prepare(run_dir, args.overwrite)
     from . import engine
 
     try:
         results = engine.train(cfg, run_dir, resume=bool(args.resume))
     except BaseException as exc:
-        undone = _settle(run_dir, ours, replaced)
+        undone = rundir.settle(run_dir, ours, replaced)
         if not isinstance(exc, KeyboardInterrupt):
             raise
         print("\ninterrupted before the run wrote anything; nothing to resume." if undone else
@@ -315,7 +254,7 @@ def cmd_evaluate(args) -> int:
 
     r = engine.evaluate_run(Path(args.run_dir), args.split)
     print(f"{args.split}: loss {r['loss']:.4f}  accuracy {100 * r['acc']:.2f}% on {r['samples']} images "
-          f"(written to {Path(args.run_dir) / 'results.json'})")
+          f"(written to {Path(args.run_dir) / rundir.RESULTS})")
     return 0
 
 

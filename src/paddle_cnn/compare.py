@@ -139,13 +139,6 @@ def run_dir_name(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.=+-]+", "_", label).replace("=", "-")
 
 
-def _run_status(run_dir: Path) -> str:
-    results = run_dir / "results.json"
-    if results.is_file() and json.loads(results.read_text()).get("status") == "finished":
-        return "finished"
-    return "resumable" if (run_dir / "checkpoints" / "last.pdckpt").is_file() else "new"
-
-
 def _prepare_dir(out_dir: Path, overwrite: bool, resume: bool) -> None:
     import shutil
 
@@ -163,7 +156,7 @@ def _check_init_runs(comparison: Comparison) -> None:
     """Every model.init_from must name a finished run before the first variant trains."""
     for variant in comparison.variants:
         init_from = comparison.config(variant, comparison.seeds[0]).model.init_from
-        if init_from and not (Path(init_from) / "checkpoints" / "best.pdparams").is_file():
+        if init_from and not (Path(init_from) / rundir.BEST).is_file():
             raise ConfigError(f"{comparison.source}: variant {variant.label} starts from model.init_from={init_from}, "
                               f"which holds no finished run (checkpoints/best.pdparams); train that run first.")
 
@@ -191,7 +184,7 @@ def run_comparison(comparison: Comparison, out_dir: Path, overwrite: bool = Fals
         shared = engine.build_network(comparison.config(comparison.variants[0], seed)).state_dict()
         for variant in comparison.variants:
             run_dir = out_dir / run_dir_name(variant.label) / f"seed{seed}"
-            status = _run_status(run_dir)
+            status = rundir.status(run_dir)
             log(f"== {comparison.name}: {variant.label}, seed {seed} ({status}) -> {run_dir}")
             if status == "finished":
                 continue
@@ -222,9 +215,9 @@ def summarise_variant(comparison: Comparison, variant: Variant, out_dir: Path) -
     runs, curves = [], []
     for seed in comparison.seeds:
         run_dir = out_dir / run_dir_name(variant.label) / f"seed{seed}"
-        results = json.loads((run_dir / "results.json").read_text())
-        report = json.loads((run_dir / "model_report.json").read_text())
-        rows = read_jsonl(run_dir / "metrics.jsonl")
+        results = json.loads((run_dir / rundir.RESULTS).read_text())
+        report = json.loads((run_dir / rundir.MODEL_REPORT_JSON).read_text())
+        rows = read_jsonl(run_dir / rundir.METRICS)
         curves.append(rows)
         runs.append({"seed": seed, "run_dir": str(run_dir), **report, **results})
     first = runs[0]

@@ -300,7 +300,7 @@ class RunRecorder(paddle.callbacks.Callback):
         p.epoch = self.epoch + 1
         # Order matters for crash safety: metrics and VisualDL first, the checkpoint (the commit
         # point) last; a resume trims whatever ran ahead of the checkpoint.
-        fileio.write_jsonl(self.run_dir / "metrics.jsonl", p.rows)
+        fileio.write_jsonl(self.run_dir / rundir.METRICS, p.rows)
         self.vdl.epoch(row)
         if row["dev_acc"] > p.best_acc:
             p.best_acc, p.best_epoch = row["dev_acc"], row["epoch"]
@@ -377,10 +377,10 @@ def _start_run(cfg: Config, run_dir: Path, model: paddle.Model, report: tuple, r
             raise RunDirError(f"train.epochs = {cfg.train.epochs} is fewer than the {progress.epoch} epochs {run_dir} "
                               f"has completed; resume with train.epochs >= {progress.epoch}.")
     # Only now, with the checkpoint loaded: a refused resume leaves the run as it was.
-    fileio.write_text(run_dir / "config.yaml", dump_yaml(cfg))
-    fileio.write_text(run_dir / "model_report.txt", report[0])
-    fileio.write_json(run_dir / "model_report.json", report[1])
-    fileio.write_jsonl(run_dir / "metrics.jsonl", progress.rows)  # drops epochs that ran past the checkpoint
+    fileio.write_text(run_dir / rundir.CONFIG, dump_yaml(cfg))
+    fileio.write_text(run_dir / rundir.MODEL_REPORT_TXT, report[0])
+    fileio.write_json(run_dir / rundir.MODEL_REPORT_JSON, report[1])
+    fileio.write_jsonl(run_dir / rundir.METRICS, progress.rows)  # drops epochs that ran past the checkpoint
     return progress
 
 
@@ -424,7 +424,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, log, init_state: dict | Non
     freeze(net, cfg.model.freeze)
     model = prepare_model(cfg, net, shape, len(loaders["train"]))
     progress = _start_run(cfg, run_dir, model, report, resume)
-    fileio.write_json(run_dir / "env.json", {**environment_record(device), "resumed": resume})
+    fileio.write_json(run_dir / rundir.ENV, {**environment_record(device), "resumed": resume})
     log(f"run directory: {run_dir}  ({len(splits['train'].labels)} train / {len(splits['dev'].labels)} dev / "
         f"{len(splits['test'].labels)} test images, {report[1]['trainable_params']:,} params, device {device})")
     vdl = VdlLogger(run_dir, (progress.epoch, progress.global_step) if resume else None, progress.rows)
@@ -443,7 +443,7 @@ def _train(cfg: Config, run_dir: Path, resume: bool, log, init_state: dict | Non
             model.fit(loaders["train"], loaders["dev"], epochs=cfg.train.epochs - progress.epoch, verbose=0,
                       callbacks=callbacks)
     except NonFiniteLoss as exc:
-        fileio.write_json(run_dir / "results.json", {"status": "failed", "reason": str(exc),
+        fileio.write_json(run_dir / rundir.RESULTS, {"status": "failed", "reason": str(exc),
                                                      **_summary(progress)})
         kept = (f"the last good checkpoint (epoch {progress.epoch}) is kept in {run_dir / 'checkpoints'}; once "
                 f"fixed, continue with `paddle-cnn train --resume {run_dir}` (-o optimizer.lr=... is allowed)"
@@ -484,8 +484,8 @@ def finish(cfg: Config, run_dir: Path, model: paddle.Model, loaders: dict, progr
         "images_per_s": float(np.median([r["images_per_s"] for r in progress.rows])) if progress.rows else None,
         "wall_seconds": wall_seconds, **_summary(progress),
     }
-    fileio.write_json(run_dir / "results.json", results)
-    plot_curves(progress.rows, run_dir / "curves.png", f"{run_dir.name}: {cfg.model.name} on {cfg.data.name}")
+    fileio.write_json(run_dir / rundir.RESULTS, results)
+    plot_curves(progress.rows, run_dir / rundir.CURVES, f"{run_dir.name}: {cfg.model.name} on {cfg.data.name}")
     return results
 
 
@@ -501,9 +501,9 @@ def load_network(run_dir: Path):
     from .errors import RunDirError
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
+    if not (run_dir / rundir.CONFIG).is_file():
         raise RunDirError(f"{run_dir} is not a run directory (no config.yaml); give the folder `paddle-cnn train` printed.")
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(run_dir / rundir.CONFIG)
     select_device(cfg.runtime.device)
     net = build_network(cfg)
     load_weights(net, load_file(run_dir / BEST), run_dir / BEST)
@@ -542,12 +542,12 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict:
     run_dir = Path(run_dir)
     cfg, loaders, model = load_run(run_dir)
     result = {"split": split, **evaluate_split(model, loaders[split])}
-    png = run_dir / ("confusion_matrix.png" if split == "test" else f"confusion_matrix_{split}.png")
+    png = run_dir / rundir.confusion_png(split)
     confusion = confusion_report(model, loaders[split], class_names(cfg), png,
                                  title=f"{run_dir.resolve().name}: {cfg.model.name} on {cfg.data.name} {split}")
     result["per_class_acc"] = confusion["per_class_acc"]
     result["confusion_matrix"] = confusion["confusion_matrix"]
-    results_path = run_dir / "results.json"
+    results_path = run_dir / rundir.RESULTS
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     results.setdefault("evaluations", {})[split] = result
     fileio.write_json(results_path, results)

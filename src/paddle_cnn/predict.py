@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
+from . import rundir
 from .data import class_names as data_class_names, dataset_stats, preprocess
 from .errors import DataError, RunDirError, UserError
 from .fileio import atomic_write
@@ -180,7 +181,7 @@ def predict_samples(run_dir: Path, split: str, count: int) -> int:
     shown = f" (first {MAX_GRID} shown)" if count > MAX_GRID else ""
     title = (f"{run_dir.resolve().name}: {cfg.model.name} on {cfg.data.name} {split}, "
              f"accuracy {100 * acc:.1f}% on these {count} samples{shown}")
-    path = run_dir / "predictions.png"
+    path = run_dir / rundir.PREDICTIONS
     plot_grid(pixels, [names[t] for t in labels], [names[p] for p in pred], path, title)
     print(f"predictions.png: {path}")
     return 0

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import rundir
+
 SPLITS = ("train", "dev")
 STEP_TAGS = ("step/", "grad_norm/")  # tags whose x axis is the global step, not the epoch
 
@@ -61,7 +63,7 @@ class VdlLogger:
             self.writers = {split: _DiscardWriter() for split in SPLITS}
             return
         for split in SPLITS:
-            logdir = Path(run_dir) / "vdl" / split
+            logdir = Path(run_dir) / rundir.VDL / split
             old = sorted(glob.glob(str(logdir / "vdlrecords*")))
             replay = _read_until(old[-1], *resume_at) if (old and resume_at) else []
             # flush_secs: VisualDL's default of 120 s would hide a whole LeNet epoch from the board.
