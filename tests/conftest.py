@@ -161,17 +161,18 @@ def run_cli(*args: str, env: dict | None = None, timeout: float = 300, cwd: Path
                           timeout=timeout, env=full_env, cwd=cwd)
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _default_signals() -> None:
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def popen(cmd: list[str], **kwargs) -> subprocess.Popen:
-    """subprocess.Popen for a child that a test will send SIGINT to.
+    """subprocess.Popen for a child that a test will send SIGINT, SIGTERM or SIGHUP to.
 
-    A suite started in the background from a non-interactive shell (`nohup pytest &`, some CI
-    runners) inherits SIGINT as ignored, and a Python child then installs no KeyboardInterrupt
-    handler: the test's Ctrl-C would be lost. The child gets the default disposition back, as it
-    would have in a terminal; the product itself rightly keeps an inherited ignore.
+    A suite started in the background from a non-interactive shell inherits SIGINT as ignored
+    (and under `nohup`, SIGHUP too), and a Python child then installs no KeyboardInterrupt
+    handler: the test's Ctrl-C would be lost. The child gets the default dispositions back, as
+    it would have in a terminal; the product itself rightly keeps an inherited ignore.
 
     Args:
         cmd: the command.
@@ -179,4 +180,4 @@ def popen(cmd: list[str], **kwargs) -> subprocess.Popen:
     Returns:
         The started process.
     """
-    return subprocess.Popen(cmd, preexec_fn=_default_sigint, **kwargs)
+    return subprocess.Popen(cmd, preexec_fn=_default_signals, **kwargs)

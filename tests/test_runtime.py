@@ -122,15 +122,17 @@ def test_training_output_is_free_of_paddles_batchnorm_notice(write_config, tmp_p
 
 
 def test_children_that_tests_interrupt_get_ctrl_c_even_when_the_suite_ignores_it():
-    """Under `nohup pytest &` SIGINT is ignored and inherited; conftest.popen gives it back."""
+    """Under `nohup pytest &` SIGINT and SIGHUP are ignored and inherited; conftest.popen gives them back."""
     from conftest import popen
 
-    code = "import signal, sys; sys.exit(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
-    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    code = ("import signal, sys; sys.exit(signal.getsignal(signal.SIGINT) is signal.default_int_handler "
+            "and signal.getsignal(signal.SIGHUP) is signal.SIG_DFL)")
+    old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGHUP)}
     try:
         inherited = subprocess.run([sys.executable, "-c", code]).returncode
         restored = popen([sys.executable, "-c", code]).wait(timeout=60)
     finally:
-        signal.signal(signal.SIGINT, old)
+        for s, handler in old.items():
+            signal.signal(s, handler)
     assert inherited == 0, "a child of a process that ignores SIGINT should inherit the ignore"
     assert restored == 1
