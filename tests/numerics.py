@@ -100,7 +100,7 @@ def _outputs_and_grads(net, x: np.ndarray, dtype: str) -> list[np.ndarray]:
     logits = net(paddle.to_tensor(x.astype(dtype)))
     weights = np.random.default_rng(7).standard_normal(logits.shape).astype(dtype)
     (logits * paddle.to_tensor(weights)).sum().backward()
-    return [logits.numpy()] + [p.grad.numpy() for p in net.parameters()]
+    return [logits.numpy()] + [p.grad.numpy() for p in net.parameters() if not p.stop_gradient]
 
 
 def assert_network_within_rounding(make_net, state: dict, candidate, x: np.ndarray, chain: int) -> None:
@@ -127,7 +127,7 @@ def assert_network_within_rounding(make_net, state: dict, candidate, x: np.ndarr
     ref64_net.set_state_dict({k: paddle.to_tensor(v.numpy().astype(np.float64)) for k, v in state.items()})
     ref64 = _outputs_and_grads(ref64_net, x, "float64")
     got = _outputs_and_grads(candidate, x, "float32")
-    names = ["logits"] + [name for name, _ in candidate.named_parameters()]
+    names = ["logits"] + [name for name, p in candidate.named_parameters() if not p.stop_gradient]
     assert len(got) == len(ref32) == len(ref64) == len(names)
     for g, r32, r64, name in zip(got, ref32, ref64, names):
         own = float(np.abs(r32 - r64).max())
@@ -135,3 +135,40 @@ def assert_network_within_rounding(make_net, state: dict, candidate, x: np.ndarr
         diff = float(np.abs(g.astype(np.float64) - r64).max())
         assert diff <= tol, f"{name}: differs from the float64 reference by {diff:.3g}, over {tol:.3g} " \
                             f"(the float32 reference itself differs by {own:.3g})"
+
+
+def chain_length(net, x: np.ndarray) -> int:
+    """Rounded operations on the longest path through a network's forward and backward pass.
+
+    Counts, for every conv, linear and batch-norm layer, the longest sum it does forward (terms
+    per output) and backward (per weight-gradient entry and per input-gradient entry); the sum
+    over layers bounds any path through the network.
+
+    Args:
+        net: the network (run once here, in eval mode as the caller set it).
+        x: an input batch of the shape to be checked.
+    Returns:
+        The count, for gamma() in assert_network_within_rounding.
+    """
+    counts = []
+
+    def hook(layer, inputs, output):
+        n_in, n_out = inputs[0].shape, output.shape
+        positions = int(np.prod(n_out)) // n_out[1] if len(n_out) == 4 else n_out[0]
+        if isinstance(layer, paddle.nn.Conv2D):
+            taps = int(np.prod(layer.weight.shape[2:]))
+            counts.append(n_in[1] * taps + 1 + positions + n_out[1] * taps)
+        elif isinstance(layer, paddle.nn.Linear):
+            counts.append(n_in[-1] + 1 + positions + n_out[-1])
+        elif isinstance(layer, paddle.nn.BatchNorm2D):
+            counts.append(4 * positions)  # mean, variance, and their two backward sums
+
+    handles = [layer.register_forward_post_hook(hook) for layer in net.sublayers()
+               if isinstance(layer, (paddle.nn.Conv2D, paddle.nn.Linear, paddle.nn.BatchNorm2D))]
+    try:
+        with paddle.no_grad():
+            net(paddle.to_tensor(x))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return sum(counts)

@@ -12,9 +12,10 @@ import yaml
 from paddle_cnn import bench, engine, fast_conv, report
 from paddle_cnn.cli import main
 from paddle_cnn.config import build_config
-from paddle_cnn.registry import build_model
+from paddle_cnn.registry import build_model, model_names
 
-from numerics import assert_within_rounding, conv_reduction_length, magnitudes
+from numerics import (assert_network_within_rounding, assert_within_rounding, chain_length,
+                      conv_reduction_length, magnitudes)
 
 # (in, out, side, kernel, stride, padding, bias, path the layer takes): every GEMM case is a small
 # output (2x2, 1x1, 2x1, 6x8x8 = 384 values, 3x4x5); the paddle cases are 40x9x9 and 30x10x10, too
@@ -122,6 +123,31 @@ def test_resnet18_keeps_its_weights_names_and_macs():
     assert fast(paddle.randn([2, 3, 32, 32])).shape == [2, 10]
     # paddle.flops finds its conv hook by exact type: the report must still count every conv.
     assert report.model_report(fast, (3, 32, 32))[1]["macs"] == report.model_report(plain, (3, 32, 32))[1]["macs"]
+
+
+@pytest.mark.parametrize("name", model_names())
+def test_every_registered_model_computes_the_same_with_fast_conv(name):
+    """fast_conv is on by default for every model: outputs and every gradient within float32 rounding."""
+    paddle.seed(0)
+    side = 28 if name == "lenet" else 32
+    reference = build_model(name)
+    reference.eval()  # dropout off, so the three runs compare one function
+    candidate = build_model(name)
+    candidate.set_state_dict(reference.state_dict())
+    candidate.eval()
+    plain_convs = sum(type(layer) is paddle.nn.Conv2D for layer in candidate.sublayers())
+    assert fast_conv.enable(candidate) == plain_convs  # every conv of the shipped models is supported
+    if not plain_convs:
+        return  # e.g. the from-scratch LeNet: its own operators, nothing for fast_conv to change
+    in_channels = next(p for p in reference.parameters() if p.ndim == 4).shape[1]
+    x = np.random.default_rng(0).standard_normal((2, in_channels, side, side)).astype(np.float32)
+
+    def make_reference():
+        net = build_model(name)
+        net.eval()
+        return net
+
+    assert_network_within_rounding(make_reference, reference.state_dict(), candidate, x, chain_length(reference, x))
 
 
 @pytest.mark.parametrize("full_graph", [False, True], ids=["sot", "ast"])

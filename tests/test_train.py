@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import paddle
 import pytest
 import yaml
@@ -127,9 +128,13 @@ def test_checkpoints_load_into_a_fresh_model(finished_run):
 
     run_dir, _ = finished_run
     net = build_model("lenet")
-    net.set_state_dict(paddle.load(str(run_dir / "checkpoints" / "best.pdparams")))
+    best = paddle.load(str(run_dir / "checkpoints" / "best.pdparams"))
+    # set_state_dict only warns about keys it cannot place: its return value says which.
+    assert net.set_state_dict(best) == ([], [])
+    assert all(np.array_equal(value.numpy(), best[key].numpy()) for key, value in net.state_dict().items())
     state = paddle.load(str(run_dir / "checkpoints" / "last.pdckpt"))
     assert state["meta"]["epoch"] == 3 and set(state) == {"model", "optimizer", "meta"}
+    assert build_model("lenet").set_state_dict(state["model"]) == ([], [])
 
 
 def test_finished_run_directory_is_not_overwritten(finished_run, capsys):
