@@ -496,11 +496,12 @@ def finish(cfg: Config, run_dir: Path, model: paddle.Model, loaders: dict, progr
     return results
 
 
-def load_network(run_dir: Path):
-    """A run's config and its network with the best weights, without reading the dataset.
+def load_network(run_dir: Path, checkpoint: str = "best"):
+    """A run's config and its network with the best (or last) weights, without reading the dataset.
 
     Args:
         run_dir: the run directory.
+        checkpoint: "best" (best dev accuracy) or "last" (the last completed epoch).
     Returns:
         (cfg, network).
     """
@@ -513,7 +514,10 @@ def load_network(run_dir: Path):
     cfg = load_config(run_dir / "config.yaml")
     select_device(cfg.runtime.device)
     net = build_network(cfg)
-    load_weights(net, load_file(run_dir / BEST), run_dir / BEST)
+    if checkpoint == "last":
+        load_weights(net, load_checkpoint(run_dir)["model"], run_dir / LAST)
+    else:
+        load_weights(net, load_file(run_dir / BEST), run_dir / BEST)
     return cfg, net
 
 
