@@ -83,7 +83,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_tool_commands(sub) -> None:
     """bench, board, predict, export."""
-    p = sub.add_parser("bench", help="training images/s of the real training step vs PyTorch and sgemm")
+    p = sub.add_parser("bench", help="training images/s of the real training step vs PyTorch and sgemm "
+                                     "(--inference: evaluation speed of eager vs paddle.inference)")
     p.add_argument("--models", default="lenet,resnet18,resnet18_plain",
                    help="comma-separated registry names, optionally name:stem (e.g. resnet18:cifar)")
     p.add_argument("--batch", type=int, default=128, help="images per training step")
@@ -96,6 +97,10 @@ def _add_tool_commands(sub) -> None:
     instead.add_argument("--conv", action="store_true",
                          help="time fast_conv's batch-GEMM conv against paddle's, forward+backward, per layer "
                               "shape (uses --batch; its own 5 repeats; --models/--steps/--epoch do not apply)")
+    instead.add_argument("--inference", action="store_true",
+                         help="time evaluation instead: eager no_grad vs the paddle.inference predictor with and "
+                              "without oneDNN (and PyTorch eval if installed), at each --batches size")
+    p.add_argument("--batches", default="1,128", help="with --inference: comma-separated batch sizes")
     p.add_argument("--epoch", action="store_true",
                    help="also time one fit epoch of 2048 random in-memory images through the real data loader")
     p.set_defaults(func=cmd_bench)
