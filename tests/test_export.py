@@ -276,3 +276,22 @@ def test_cli_subprocess_error_has_no_traceback(tmp_path):
     result = run_cli("evaluate", "--model", str(tmp_path / "nowhere"))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and "no such folder" in result.stderr
+
+
+def test_bench_inference_writes_valid_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--inference", "--models", "lenet", "--batches", "1,3", "--steps", "1", "--repeats", "1",
+                 "--no-torch", "--json", str(out)]) == 0
+    assert "| lenet | 1x28x28 | 3 |" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert result["kind"] == "inference" and result["batches"] == [1, 3] and result["cpu"]["model"]
+    assert [r["batch"] for r in result["rows"]] == [1, 3]
+    for row in result["rows"]:
+        for side in ("eager", "predictor", "onednn"):
+            assert row[f"{side}_images_per_s"] > 0
+        assert row["torch_images_per_s"] is None
+        assert max(row["max_abs_diff"].values()) < 1e-3
+
+
+def test_bench_inference_rejects_bad_batches(capfd):
+    _fails(capfd, "bench", "--inference", "--batches", "0,x", words=["--batches", "at least 1"])
