@@ -295,3 +295,25 @@ def test_bench_inference_writes_valid_json(tmp_path, capsys):
 
 def test_bench_inference_rejects_bad_batches(capfd):
     _fails(capfd, "bench", "--inference", "--batches", "0,x", words=["--batches", "at least 1"])
+
+
+def test_export_onnx_checked_with_onnxruntime(mnist_run, tmp_path):
+    pytest.importorskip("paddle2onnx")
+    pytest.importorskip("onnxruntime")
+    from paddle_cnn.inference import read_export
+
+    out = tmp_path / "onnx"
+    assert main(["export", str(mnist_run), "--output", str(out), "--onnx"]) == 0
+    report = _report(out)
+    onnx = [c for c in report["parity"]["checks"] if c["runtime"].startswith("onnxruntime")]
+    assert len(onnx) == 1 and onnx[0]["passed"] and onnx[0]["max_abs_diff"] <= report["parity"]["tolerance"]
+    assert "model.onnx" in report["files"]
+    read_export(out)  # its digest is checked like the others
+
+
+def test_export_onnx_without_the_extra_is_one_paragraph(mnist_run, tmp_path, capfd, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "paddle2onnx", None)  # import fails as when not installed
+    _fails(capfd, "export", str(mnist_run), "--output", str(tmp_path / "x"), "--onnx", words=['.[onnx]'])
+    assert not (tmp_path / "x").exists()

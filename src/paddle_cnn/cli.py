@@ -126,6 +126,8 @@ def _add_tool_commands(sub) -> None:
     p.add_argument("--checkpoint", choices=["best", "last"], default="best",
                    help="best dev accuracy (default) or the last completed epoch")
     p.add_argument("--overwrite", action="store_true", help="replace an existing export (atomically)")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx (paddle2onnx, the `onnx` extra), "
+                   "checked with onnxruntime like the predictor")
     p.set_defaults(func=cmd_export)
 
 
@@ -410,5 +412,6 @@ def cmd_export(args) -> int:
     runtime.setup()
     from .export import export_run
 
-    export_run(Path(args.run_dir), Path(args.output) if args.output else None, args.checkpoint, args.overwrite)
+    export_run(Path(args.run_dir), Path(args.output) if args.output else None, args.checkpoint, args.overwrite,
+               onnx=args.onnx)
     return 0

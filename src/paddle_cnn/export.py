@@ -5,7 +5,8 @@ The folder written (RUN_DIR/inference by default) holds:
   program as PIR JSON, not the older .pdmodel), loadable by paddle.inference and paddle.jit.load;
 - preprocess.json: what an image file must go through to become the model's input, written from
   predict.file_preprocessing, i.e. from the same data.preprocess_spec the training data went through;
-- export_report.json: the parity check and the SHA-256 of the model files.
+- export_report.json: the parity check and the SHA-256 of the model files;
+- with --onnx, model.onnx: paddle2onnx's conversion of model.json, checked with onnxruntime too.
 
 The exported graph is built with runtime.fast_conv off (paddle's own Conv2D), whatever the run
 used: fast_conv is a training-speed rewrite and falls back to that conv under to_static anyway;
@@ -36,6 +37,7 @@ from .inference import (EXPORT_FILES, MODEL_FILE, PARAMS_FILE, PREFIX, PREPROCES
 from .predict import class_names, file_preprocessing
 
 PARITY_IMAGES = 64  # first test images checked on every export
+ONNX_FILE, ONNX_OPSET = f"{PREFIX}.onnx", 13
 UNIT_ROUNDOFF = 2.0 ** -24  # float32
 
 
@@ -190,14 +192,47 @@ def compare(eager_logits: np.ndarray, predicted: np.ndarray, tol: float) -> dict
             "mismatched": mismatched, "passed": diff <= tol and mismatched == 0}
 
 
-def parity_report(eager, folder: Path, images: np.ndarray) -> dict:
-    """Run the exported model with and without oneDNN on the parity batch and compare with eager.
+def onnx_modules():
+    """paddle2onnx and onnxruntime, or an ExportError saying how to install them (the `onnx` extra)."""
+    try:
+        import onnxruntime
+        import paddle2onnx
+    except ImportError as exc:
+        raise ExportError(f"--onnx needs paddle2onnx and onnxruntime ({exc}); install them with "
+                          f"`pip install -e \".[onnx]\"`, or export without --onnx.") from None
+    return paddle2onnx, onnxruntime
+
+
+def onnx_check(folder: Path, images: np.ndarray, expected: np.ndarray, tol: float) -> dict:
+    """Convert model.json to model.onnx with paddle2onnx; compare onnxruntime's outputs with eager.
+
+    Args:
+        folder: the export folder. images: the parity batch. expected: eager logits. tol: the tolerance.
+    Returns:
+        One parity check (see compare), with the runtime's name.
+    """
+    paddle2onnx, ort = onnx_modules()
+    try:
+        paddle2onnx.export(str(folder / MODEL_FILE), str(folder / PARAMS_FILE), str(folder / ONNX_FILE),
+                           opset_version=ONNX_OPSET)
+        session = ort.InferenceSession(str(folder / ONNX_FILE), providers=["CPUExecutionProvider"])
+        got = session.run(None, {session.get_inputs()[0].name: images})[0]
+    except Exception as exc:  # the converter and the runtime raise many types; all mean "cannot convert"
+        raise ExportError(f"paddle2onnx {paddle2onnx.__version__} could not convert or onnxruntime could not run "
+                          f"the model ({type(exc).__name__}: {str(exc).strip()[:300]}); nothing was written. "
+                          f"Export without --onnx.") from None
+    return {"runtime": f"onnxruntime {ort.__version__} (opset {ONNX_OPSET})", "device": "cpu", "onednn": False,
+            **compare(expected, got, tol)}
+
+
+def parity_report(eager, folder: Path, images: np.ndarray, onnx: bool = False) -> dict:
+    """Run the exported model with and without oneDNN (and as ONNX) on the parity batch; compare with eager.
 
     Args:
         eager: the network as the run evaluates it. folder: the (temporary) export folder.
-        images: the parity batch.
+        images: the parity batch. onnx: also convert to ONNX and check onnxruntime.
     Returns:
-        {"tolerance", "tolerance_rule", "images", "checks": [per predictor]}; on a GPU only GPU is checked.
+        {"tolerance", "tolerance_rule", "images", "checks": [per runtime]}; on a GPU only GPU is checked.
     """
     eager.eval()
     with paddle.no_grad():
@@ -207,24 +242,29 @@ def parity_report(eager, folder: Path, images: np.ndarray) -> dict:
     checks = []
     for onednn in ((False,) if on_gpu else (True, False)):
         got = run_predictor(make_predictor(folder, onednn), images)
-        checks.append({"device": "gpu" if on_gpu else "cpu", "onednn": onednn, **compare(expected, got, tol)})
+        checks.append({"runtime": "paddle.inference", "device": "gpu" if on_gpu else "cpu", "onednn": onednn,
+                       **compare(expected, got, tol)})
+    if onnx:
+        checks.append(onnx_check(folder, images, expected, tol))
     return {"tolerance": tol, "tolerance_rule": rule, "images": len(images), "checks": checks}
 
 
 def export_run(run_dir: Path, output: Path | None = None, checkpoint: str = "best", overwrite: bool = False,
-               log=print) -> dict:
+               onnx: bool = False, log=print) -> dict:
     """Export a run's checkpoint to an inference-model folder, after a parity check.
 
     Args:
         run_dir: the run directory. output: the export folder (default RUN_DIR/inference).
         checkpoint: "best" or "last". overwrite: replace an existing export.
-        log: where progress lines go.
+        onnx: also write model.onnx (paddle2onnx), checked with onnxruntime. log: where progress lines go.
     Returns:
         The export report (also written to export_report.json).
     """
     run_dir = Path(run_dir)
     target = Path(output) if output else default_output(run_dir)
     check_target(target, overwrite)
+    if onnx:
+        onnx_modules()  # before any work: fail at once when the extra is not installed
     cfg, eager = load_network(run_dir, checkpoint)
     images, labels, same_preprocessing = parity_batch(cfg)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
@@ -233,7 +273,7 @@ def export_run(run_dir: Path, output: Path | None = None, checkpoint: str = "bes
     try:
         save_inference_model(plain_network(cfg, eager), tmp, tuple(images.shape[1:]))
         fileio.write_json(tmp / PREPROCESS_FILE, preprocess_record(cfg, tuple(images.shape[1:])))
-        parity = parity_report(eager, tmp, images)
+        parity = parity_report(eager, tmp, images, onnx)
         report = _report(run_dir, checkpoint, cfg, tmp, parity, same_preprocessing)
         _check_parity(report, target)
         fileio.write_json(tmp / REPORT_FILE, report)
@@ -247,16 +287,18 @@ def export_run(run_dir: Path, output: Path | None = None, checkpoint: str = "bes
 
 def _report(run_dir: Path, checkpoint: str, cfg, folder: Path, parity: dict, same_preprocessing: bool) -> dict:
     """export_report.json's content."""
-    plain = next(c for c in parity["checks"] if not c["onednn"])
+    plain = next(c for c in parity["checks"] if c["runtime"] == "paddle.inference" and not c["onednn"])
     onednn = [c for c in parity["checks"] if c["onednn"]]
+    onnx = [c for c in parity["checks"] if c["runtime"].startswith("onnxruntime")]
     return {"run_dir": str(run_dir.resolve()), "checkpoint": checkpoint, "model": cfg.model.name,
             "dataset": cfg.data.name, "paddle": paddle.__version__,
             "exported_graph": "paddle's own layers, runtime.fast_conv off; run trained with fast_conv "
                               f"{'on' if cfg.runtime.fast_conv else 'off'} (the eager side of the check)",
             "parity": {**parity, "split": "test", "preprocessing_identical": same_preprocessing},
             "onednn_parity": all(c["passed"] for c in onednn) if onednn else None,
-            "passed": plain["passed"] and same_preprocessing,
-            "files": {name: file_digest(folder / name) for name in (MODEL_FILE, PARAMS_FILE)}}
+            "passed": plain["passed"] and same_preprocessing and all(c["passed"] for c in onnx),
+            "files": {name: file_digest(folder / name) for name in (MODEL_FILE, PARAMS_FILE, ONNX_FILE)
+                      if (folder / name).is_file()}}
 
 
 def _check_parity(report: dict, target: Path) -> None:
@@ -266,9 +308,9 @@ def _check_parity(report: dict, target: Path) -> None:
         raise ExportError(f"export to {target} failed: preprocess.json's preprocessing does not reproduce "
                           f"data.preprocess on the test images; nothing was written. This is a bug: please report it.")
     if not report["passed"]:
-        c = next(c for c in parity["checks"] if not c["onednn"])
+        c = next(c for c in parity["checks"] if not c["onednn"] and not c["passed"])
         raise ExportError(f"export to {target} failed its parity check: on {parity['images']} test images the "
-                          f"paddle.inference predictor differs from the eager model by up to {c['max_abs_diff']:.3g} "
+                          f"{c['runtime']} model differs from the eager model by up to {c['max_abs_diff']:.3g} "
                           f"(tolerance {parity['tolerance']:.3g}) and predicts another class for {c['mismatched']} "
                           f"of them; nothing was written. The model does not export faithfully: please report it "
                           f"with the model name ({report['model']}).")
@@ -279,7 +321,8 @@ def _summary(report: dict, target: Path) -> str:
     parity = report["parity"]
     lines = [f"exported {report['model']} ({report['checkpoint']} checkpoint) to {target}"]
     for c in parity["checks"]:
-        lines.append(f"parity on {parity['images']} test images, {c['device']} oneDNN {'on' if c['onednn'] else 'off'}: "
+        where = c["runtime"] if c["runtime"] != "paddle.inference" else f"oneDNN {'on' if c['onednn'] else 'off'}"
+        lines.append(f"parity on {parity['images']} test images, {c['device']} {where}: "
                      f"max |diff| {c['max_abs_diff']:.3g} (tolerance {parity['tolerance']:.3g}), classes "
                      f"{'identical' if c['classes_identical'] else 'differ'}: {'passed' if c['passed'] else 'FAILED'}")
     if report["onednn_parity"] is False:
