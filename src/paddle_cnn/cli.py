@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_run_commands(sub)
     _add_tool_commands(sub)
+    _add_deploy_commands(sub)
     return parser
 
 
@@ -76,13 +77,27 @@ def _add_run_commands(sub) -> None:
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
+    """--model and --no-onednn of evaluate and predict."""
     p.add_argument("--model", metavar="DIR", help="an export folder (`paddle-cnn export`): run it through "
                    "paddle.inference, reading nothing else (no config, no checkpoint)")
     p.add_argument("--no-onednn", action="store_true", help="with --model on CPU: do not use oneDNN kernels")
 
 
+def _add_deploy_commands(sub) -> None:
+    """export (evaluate and predict take --model, see _model_args)."""
+    p = sub.add_parser("export", help="export a run as a paddle.inference model, checked against the eager model")
+    p.add_argument("run_dir")
+    p.add_argument("--output", metavar="DIR", help="export folder (default: RUN_DIR/inference)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="best dev accuracy (default) or the last completed epoch")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export (atomically)")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx (paddle2onnx, the `onnx` extra), "
+                   "checked with onnxruntime like the predictor")
+    p.set_defaults(func=cmd_export)
+
+
 def _add_tool_commands(sub) -> None:
-    """bench, board, predict, export."""
+    """bench, board, predict."""
     p = sub.add_parser("bench", help="training images/s of the real training step vs PyTorch and sgemm "
                                      "(--inference: evaluation speed of eager vs paddle.inference)")
     p.add_argument("--models", default="lenet,resnet18,resnet18_plain",
@@ -120,15 +135,6 @@ def _add_tool_commands(sub) -> None:
     p.add_argument("--count", type=int, default=16, help="dataset samples to show")
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="export a run as a paddle.inference model, checked against the eager model")
-    p.add_argument("run_dir")
-    p.add_argument("--output", metavar="DIR", help="export folder (default: RUN_DIR/inference)")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best",
-                   help="best dev accuracy (default) or the last completed epoch")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing export (atomically)")
-    p.add_argument("--onnx", action="store_true", help="also write model.onnx (paddle2onnx, the `onnx` extra), "
-                   "checked with onnxruntime like the predictor")
-    p.set_defaults(func=cmd_export)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -142,6 +142,7 @@ class InferenceModel:
     """An export folder loaded for prediction; quacks like paddle.Model for predict.confusion_report."""
 
     def __init__(self, folder: Path, onednn: bool = True, log=print):
+        """Check and load an export folder (read_export, make_predictor); log gets the oneDNN note."""
         self.folder = Path(folder)
         self.spec, self.report = read_export(self.folder)
         self.onednn = onednn
