@@ -384,7 +384,7 @@ def a_file(tmp_path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("command", ["train", "compare", "bench"])
+@pytest.mark.parametrize("command", ["train", "compare", "bench", "export"])
 def test_an_output_path_under_a_regular_file_is_a_clear_error(command, a_file, finished_run, tmp_path, capsys):
     argv = {
         "train": ["train", str(finished_run[1]), "--output-dir", str(a_file / "run")],
@@ -392,6 +392,7 @@ def test_an_output_path_under_a_regular_file_is_a_clear_error(command, a_file, f
                                                                        "vary": {"train.seed": [0, 1]}})),
                     "--output-dir", str(a_file / "sub" / "cmp")],
         "bench": ["bench", "--models", "lenet", "--batch", "2", "--no-torch", "--json", str(a_file / "bench.json")],
+        "export": ["export", str(finished_run[0]), "--output", str(a_file / "inference")],
     }[command]
     code, _, err = run_main(capsys, *argv)
     assert_refused(code, err, f"under {a_file}, which is a file", "Choose another")

@@ -442,7 +442,8 @@ def run_bench_cli(args) -> int:
     """`paddle-cnn bench` with the parsed arguments: print the table, write --json if asked.
 
     Args:
-        args: argparse namespace (models, batch, steps, repeats, json, no_torch, ops, conv, epoch).
+        args: argparse namespace (models, batch, steps, repeats, json, no_torch, ops, conv, epoch,
+            inference, batches).
     Returns:
         Exit code 0.
     """
@@ -455,6 +456,12 @@ def run_bench_cli(args) -> int:
         print(bench_ops.format_conv_table(rows))
         result = {"conv": rows, "batch": args.batch, "command": runtime.COMMAND, **environment(
             int(os.environ.get("OMP_NUM_THREADS") or 1))}
+    elif args.inference:
+        from .bench_inference import format_inference_table, parse_batches, run_inference_bench
+
+        result = run_inference_bench(parse_models(args.models), parse_batches(args.batches), args.steps,
+                                     args.repeats, with_torch=not args.no_torch)
+        print(format_inference_table(result))
     else:
         specs = parse_models(args.models)
         result = run_bench(specs, args.batch, args.steps, args.repeats, with_torch=not args.no_torch,

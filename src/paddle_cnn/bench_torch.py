@@ -156,3 +156,27 @@ def torch_info() -> dict:
 
     return {"version": torch.__version__, "threads": torch.get_num_threads(),
             "mkldnn": bool(torch.backends.mkldnn.is_available())}
+
+
+def torch_eval_step(name: str, shape: tuple[int, int, int], batch: int, threads: int,
+                    stem: str | None = None, seed: int = 0) -> Callable[[], object]:
+    """A closure running one PyTorch eval-mode forward under no_grad on a fixed batch (`bench --inference`).
+
+    Args:
+        name: registry name with a twin in TORCH_MODELS. shape: (C, H, W). batch: images per call.
+        threads: torch.set_num_threads value. stem: ResNet stem. seed: weights and batch.
+    Returns:
+        step() -> the logits as a numpy array (converting waits for the forward to finish).
+    """
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    net = build_torch_model(name, shape[0], 10, stem).eval()
+    x = torch.randn(batch, *shape)
+
+    def step():
+        with torch.no_grad():
+            return net(x).numpy()
+
+    return step

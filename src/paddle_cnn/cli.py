@@ -1,4 +1,4 @@
-"""Command line: `paddle-cnn train|evaluate|report|compare|bench|board|predict`.
+"""Command line: `paddle-cnn train|evaluate|report|compare|bench|board|predict|export`.
 
 Every command reads its config before paddle is imported, runs runtime.setup() (threads, MKL
 switch), and only then imports the modules that import paddle. Errors the user can fix print as
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_run_commands(sub)
     _add_tool_commands(sub)
+    _add_deploy_commands(sub)
     return parser
 
 
@@ -58,8 +59,9 @@ def _add_run_commands(sub) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last complete epoch")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint")
-    p.add_argument("run_dir")
+    p = sub.add_parser("evaluate", help="evaluate a run's best checkpoint, or an exported model (--model)")
+    p.add_argument("run_dir", nargs="?", help="run directory (or give --model)")
+    _model_args(p)
     p.add_argument("--split", choices=["test", "dev"], default="test")
     p.set_defaults(func=cmd_evaluate)
 
@@ -76,9 +78,30 @@ def _add_run_commands(sub) -> None:
     p.set_defaults(func=cmd_compare)
 
 
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """--model and --no-onednn of evaluate and predict."""
+    p.add_argument("--model", metavar="DIR", help="an export folder (`paddle-cnn export`): run it through "
+                   "paddle.inference, reading nothing else (no config, no checkpoint)")
+    p.add_argument("--no-onednn", action="store_true", help="with --model on CPU: do not use oneDNN kernels")
+
+
+def _add_deploy_commands(sub) -> None:
+    """export (evaluate and predict take --model, see _model_args)."""
+    p = sub.add_parser("export", help="export a run as a paddle.inference model, checked against the eager model")
+    p.add_argument("run_dir")
+    p.add_argument("--output", metavar="DIR", help="export folder (default: RUN_DIR/inference)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="best dev accuracy (default) or the last completed epoch")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing export (atomically)")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx (paddle2onnx, the `onnx` extra), "
+                   "checked with onnxruntime like the predictor")
+    p.set_defaults(func=cmd_export)
+
+
 def _add_tool_commands(sub) -> None:
     """bench, board, predict."""
-    p = sub.add_parser("bench", help="training images/s of the real training step vs PyTorch and sgemm")
+    p = sub.add_parser("bench", help="training images/s of the real training step vs PyTorch and sgemm "
+                                     "(--inference: evaluation speed of eager vs paddle.inference)")
     p.add_argument("--models", default="lenet,resnet18,resnet18_plain",
                    help="comma-separated registry names, optionally name:stem (e.g. resnet18:cifar)")
     p.add_argument("--batch", type=int, default=128, help="images per training step")
@@ -91,6 +114,10 @@ def _add_tool_commands(sub) -> None:
     instead.add_argument("--conv", action="store_true",
                          help="time fast_conv's batch-GEMM conv against paddle's, forward+backward, per layer "
                               "shape (uses --batch; its own 5 repeats; --models/--steps/--epoch do not apply)")
+    instead.add_argument("--inference", action="store_true",
+                         help="time evaluation instead: eager no_grad vs the paddle.inference predictor with and "
+                              "without oneDNN (and PyTorch eval if installed), at each --batches size")
+    p.add_argument("--batches", default="1,128", help="with --inference: comma-separated batch sizes")
     p.add_argument("--epoch", action="store_true",
                    help="also time one fit epoch of 2048 random in-memory images through the real data loader")
     p.set_defaults(func=cmd_bench)
@@ -102,8 +129,9 @@ def _add_tool_commands(sub) -> None:
     p.add_argument("--language", default="en", choices=["en", "zh"], help="UI language")
     p.set_defaults(func=cmd_board)
 
-    p = sub.add_parser("predict", help="predict with a run's best checkpoint")
-    p.add_argument("run_dir")
+    p = sub.add_parser("predict", help="predict with a run's best checkpoint, or an exported model (--model)")
+    p.add_argument("run_dir", nargs="?", help="run directory (or give --model)")
+    _model_args(p)
     p.add_argument("--images", nargs="+", metavar="PATH", help="image files (PNG/JPG, any size, grey or colour)")
     p.add_argument("--split", choices=["test", "dev"], default="test", help="dataset split when no --images")
     p.add_argument("--count", type=int, default=16, help="dataset samples to show")
@@ -247,9 +275,26 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _run_or_model(args) -> None:
+    """Refuse evaluate/predict without exactly one of RUN_DIR and --model."""
+    if bool(args.run_dir) == bool(args.model):
+        raise UserError(f"{args.command} needs exactly one of RUN_DIR (a run's checkpoint) or --model DIR "
+                        f"(an export folder).")
+    if args.no_onednn and not args.model:
+        raise UserError("--no-onednn applies to --model (paddle.inference) only.")
+
+
 def cmd_evaluate(args) -> int:
-    """`paddle-cnn evaluate`: reload the best checkpoint and evaluate it."""
+    """`paddle-cnn evaluate`: reload the best checkpoint (or an export) and evaluate it."""
+    _run_or_model(args)
     runtime.setup()
+    if args.model:
+        from .inference import evaluate_model
+
+        r = evaluate_model(Path(args.model), args.split, onednn=not args.no_onednn)
+        print(f"{args.split}: loss {r['loss']:.4f}  accuracy {100 * r['acc']:.2f}% on {r['samples']} images "
+              f"(paddle.inference, oneDNN {'on' if r['onednn'] else 'off'}; confusion matrix in {args.model})")
+        return 0
     from . import engine
 
     r = engine.evaluate_run(Path(args.run_dir), args.split)
@@ -309,8 +354,23 @@ def cmd_board(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    """`paddle-cnn predict`: predictions of a run's best checkpoint."""
+    """`paddle-cnn predict`: predictions of a run's best checkpoint (or an export)."""
+    _run_or_model(args)
     runtime.setup()
+    if args.model:
+        from .inference import predict_model
+
+        return predict_model(Path(args.model), args.images, args.split, args.count, onednn=not args.no_onednn)
     from .predict import run_predict
 
     return run_predict(args)
+
+
+def cmd_export(args) -> int:
+    """`paddle-cnn export`: the run's checkpoint as an inference model, after a parity check."""
+    runtime.setup()
+    from .export import export_run
+
+    export_run(Path(args.run_dir), Path(args.output) if args.output else None, args.checkpoint, args.overwrite,
+               onnx=args.onnx)
+    return 0

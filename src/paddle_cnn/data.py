@@ -203,11 +203,33 @@ def _check_cifar_members(path: Path, mode: str) -> None:
         )
 
 
+# How user image files and dataset images are resized: paddle.vision.transforms.Resize on each
+# channel as a float32 PIL "F" image (bilinear), only when the size differs. Written into an
+# export's preprocess.json so a deployment can reproduce it.
+RESIZE_RULE = ("bilinear: paddle.vision.transforms.Resize((size, size)) on each channel as a float32 PIL "
+               "'F' image, applied only when the image is not already size x size")
+CHANNEL_RULE = "grey to colour: the grey channel repeated; colour to grey: the mean of the channels"
+
+
+def preprocess_spec(cfg: DataConfig, in_channels: int, size: int | None = None) -> dict:
+    """What preprocess does to raw pixels, as plain data (the single source for preprocess.json).
+
+    Args:
+        cfg: the data section (resize, mean, std).
+        in_channels: channels the model expects.
+        size: target side to force (user files, exports); default cfg.resize (None: keep the size).
+    Returns:
+        {"size", "channels", "mean", "std"}: arguments of apply_preprocess; mean/std in 0-255 pixel units.
+    """
+    mean, std = dataset_stats(cfg, in_channels)
+    return {"size": size or cfg.resize, "channels": in_channels, "mean": mean, "std": std}
+
+
 def preprocess(images: np.ndarray, cfg: DataConfig, in_channels: int) -> np.ndarray:
     """Turn raw pixels (N, H, W, C) in 0-255 into the model's normalised float32 NCHW input.
 
     The same function serves training data and user image files, so both see identical
-    preprocessing.
+    preprocessing; exports record preprocess_spec, the arguments it passes on.
 
     Args:
         images: pixel array, any numeric dtype, values 0-255.
@@ -216,15 +238,29 @@ def preprocess(images: np.ndarray, cfg: DataConfig, in_channels: int) -> np.ndar
     Returns:
         float32 array (N, in_channels, H', W').
     """
+    return apply_preprocess(images, **preprocess_spec(cfg, in_channels))
+
+
+def apply_preprocess(images: np.ndarray, size: int | None, channels: int, mean: list[float],
+                     std: list[float]) -> np.ndarray:
+    """Resize (RESIZE_RULE), convert channels (CHANNEL_RULE) and normalise raw pixels.
+
+    Args:
+        images: pixel array (N, H, W, C), any numeric dtype, values 0-255.
+        size: target side, or None to keep the images' size.
+        channels: channels the model expects.
+        mean: per-channel mean in pixel units. std: per-channel std in pixel units.
+    Returns:
+        float32 array (N, channels, H', W'): (pixel - mean) / std.
+    """
     from paddle.vision.transforms import Normalize, Resize
 
     images = images.astype("float32")
-    if cfg.resize and images.shape[1:3] != (cfg.resize, cfg.resize):
-        images = _resize(images, cfg.resize, Resize)
-    if images.shape[3] != in_channels:
-        images = _convert_channels(images, in_channels)
+    if size and images.shape[1:3] != (size, size):
+        images = _resize(images, size, Resize)
+    if images.shape[3] != channels:
+        images = _convert_channels(images, channels)
     chw = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-    mean, std = dataset_stats(cfg, in_channels)
     # Normalize on the whole NCHW array at once: per-channel stats broadcast over N.
     with np.errstate(over="ignore", invalid="ignore"):  # reported below, as one clear error
         out = Normalize(mean=mean, std=std, data_format="CHW")(chw).astype("float32")
@@ -337,6 +373,30 @@ def class_names(cfg: DataConfig) -> list[str]:
     return [names[c] for c in cfg.classes] if cfg.classes is not None else names
 
 
+def load_raw_splits(cfg: DataConfig, seed: int, names=("train", "dev", "test")) -> dict[str, Split]:
+    """Read splits as raw pixels, before preprocessing (exports preprocess them from preprocess.json).
+
+    Args:
+        cfg: the data section.
+        seed: the run's seed (dev split and subsets depend on it).
+        names: the splits wanted; the training file is only read for "train" or "dev".
+    Returns:
+        {name: Split} with uint8-valued (N, H, W, C) images.
+    """
+    loader = _load_mnist if cfg.name == "mnist" else _load_cifar10
+    splits = {}
+    if {"train", "dev"} & set(names):
+        train_x, train_y = keep_classes(*loader(cfg, "train"), cfg.classes)
+        train_idx, dev_idx = split_indices(len(train_x), cfg, seed)
+        splits["train"] = Split(train_x[train_idx], train_y[train_idx])
+        splits["dev"] = Split(train_x[dev_idx], train_y[dev_idx])
+    if "test" in names:
+        test_x, test_y = keep_classes(*loader(cfg, "test"), cfg.classes)
+        n_test = _take(cfg.test_size, len(test_x), "data.test_size", f"the {cfg.name} test file")
+        splits["test"] = Split(test_x[:n_test], test_y[:n_test])
+    return {name: splits[name] for name in names}
+
+
 def load_splits(cfg: DataConfig, in_channels: int, seed: int) -> dict[str, Split]:
     """Read and preprocess train, dev and test splits.
 
@@ -347,16 +407,8 @@ def load_splits(cfg: DataConfig, in_channels: int, seed: int) -> dict[str, Split
     Returns:
         {"train": Split, "dev": Split, "test": Split}.
     """
-    loader = _load_mnist if cfg.name == "mnist" else _load_cifar10
-    train_x, train_y = keep_classes(*loader(cfg, "train"), cfg.classes)
-    test_x, test_y = keep_classes(*loader(cfg, "test"), cfg.classes)
-    train_idx, dev_idx = split_indices(len(train_x), cfg, seed)
-    n_test = _take(cfg.test_size, len(test_x), "data.test_size", f"the {cfg.name} test file")
-    return {
-        "train": Split(preprocess(train_x[train_idx], cfg, in_channels), train_y[train_idx]),
-        "dev": Split(preprocess(train_x[dev_idx], cfg, in_channels), train_y[dev_idx]),
-        "test": Split(preprocess(test_x[:n_test], cfg, in_channels), test_y[:n_test]),
-    }
+    raw = load_raw_splits(cfg, seed)
+    return {name: Split(preprocess(split.images, cfg, in_channels), split.labels) for name, split in raw.items()}
 
 
 class BatchLoader:

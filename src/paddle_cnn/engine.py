@@ -84,7 +84,8 @@ def initialize_from(net, state: dict, source: str, log=print) -> list[str]:
     """
     own = net.state_dict()
     matched = {k: v for k, v in state.items() if k in own and list(v.shape) == list(own[k].shape)}
-    net.set_state_dict(matched)
+    for key, value in matched.items():  # per tensor: set_state_dict would warn about every skipped one
+        own[key].set_value(value)
     skipped = sorted(set(own) - set(matched))
     log(f"initialised {len(matched)}/{len(own)} tensors from {source}"
         + (f"; kept fresh: {', '.join(skipped[:8])}{' ...' if len(skipped) > 8 else ''}" if skipped else ""))
@@ -489,11 +490,12 @@ def finish(cfg: Config, run_dir: Path, model: paddle.Model, loaders: dict, progr
     return results
 
 
-def load_network(run_dir: Path):
-    """A run's config and its network with the best weights, without reading the dataset.
+def load_network(run_dir: Path, checkpoint: str = "best"):
+    """A run's config and its network with the best (or last) weights, without reading the dataset.
 
     Args:
         run_dir: the run directory.
+        checkpoint: "best" (best dev accuracy) or "last" (the last completed epoch).
     Returns:
         (cfg, network).
     """
@@ -506,7 +508,10 @@ def load_network(run_dir: Path):
     cfg = load_config(run_dir / rundir.CONFIG)
     select_device(cfg.runtime.device)
     net = build_network(cfg)
-    load_weights(net, load_file(run_dir / BEST), run_dir / BEST)
+    if checkpoint == "last":
+        load_weights(net, load_checkpoint(run_dir)["model"], run_dir / LAST)
+    else:
+        load_weights(net, load_file(run_dir / BEST), run_dir / BEST)
     return cfg, net
 
 

@@ -23,3 +23,11 @@ class RunDirError(UserError):
 
 class TrainingFailed(UserError):
     """Training stopped on a numerical failure (NaN/inf loss); the message says where."""
+
+
+class ExportError(UserError):
+    """An export that cannot be written as asked, or whose inference model failed its parity check."""
+
+
+class ModelDirError(UserError):
+    """An inference-model folder (`--model`) with missing, corrupt or changed files."""

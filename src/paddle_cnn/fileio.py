@@ -10,6 +10,7 @@ directory gets exactly one writer (see distributed.py).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -164,3 +165,46 @@ def paddle_save(obj: Any, path: str | Path) -> None:
     import paddle
 
     atomic_write(path, lambda tmp: paddle.save(obj, tmp))
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one atomic step (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # old kernel or a file system without it
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def replace_dir(new: str | Path, target: str | Path) -> None:
+    """Put the complete folder `new` at `target`, replacing what is there in one atomic step.
+
+    Readers of target see the old folder or the new one, never a mix or nothing: both are swapped
+    by renameat2(RENAME_EXCHANGE), then the old one (now at `new`) is deleted. Without that system
+    call the old folder is renamed aside first, leaving a window of microseconds with no target.
+
+    Args:
+        new: a finished folder on the same file system (e.g. a temporary sibling of target).
+        target: where it goes; an existing folder there is replaced (the caller decides if it may be).
+    """
+    import shutil
+
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        new.rename(target)
+    elif _exchange(new, target):
+        shutil.rmtree(new)
+    else:
+        old = target.with_name(f".{target.name}.replaced-{os.getpid()}")
+        target.rename(old)
+        new.rename(target)
+        shutil.rmtree(old)

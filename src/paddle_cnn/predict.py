@@ -7,7 +7,6 @@ resizing (paddle's bilinear Resize), channel conversion and normalisation are id
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 import paddle
 
 from . import rundir
-from .data import class_names as data_class_names, dataset_stats, preprocess
+from .data import apply_preprocess, class_names as data_class_names, dataset_stats, preprocess_spec
 from .errors import DataError, RunDirError, UserError
 from .fileio import atomic_write
 from .report import _pyplot
@@ -159,32 +158,54 @@ def predict_samples(run_dir: Path, split: str, count: int) -> int:
     """
     from .engine import load_run  # lazily: engine may import this module
 
-    if count < 1:
-        raise UserError(f"--count must be at least 1 (got {count}).")
+    check_count(count)
     cfg, loaders, model = load_run(run_dir)
     data = loaders[split].split
-    if count > len(data.labels):
-        print(f"note: the {split} split has only {len(data.labels)} samples; predicting all of them.")
-        count = len(data.labels)
-    images, labels = data.images[:count], data.labels[:count]
-    probs = softmax(predict_logits(model, images))
+    count = sample_count(count, len(data.labels), split)
+    mean, std = dataset_stats(cfg.data, cfg.model.in_channels)
+    images = data.images[:count]
+    show_samples(data.labels[:count], predict_logits(model, images), class_names(cfg),
+                 to_pixels(images[:MAX_GRID], mean, std), run_dir / rundir.PREDICTIONS,
+                 f"{run_dir.resolve().name}: {cfg.model.name} on {cfg.data.name} {split}", split)
+    return 0
+
+
+def check_count(count: int) -> None:
+    """Refuse a --count below 1, before any data is read."""
+    if count < 1:
+        raise UserError(f"--count must be at least 1 (got {count}).")
+
+
+def sample_count(count: int, available: int, split: str) -> int:
+    """--count clipped to the split's size, with a note when it asks for more."""
+    if count > available:
+        print(f"note: the {split} split has only {available} samples; predicting all of them.")
+    return min(count, available)
+
+
+def show_samples(labels: np.ndarray, logits: np.ndarray, names: list[str], pixels: np.ndarray, path: Path,
+                 title: str, split: str) -> None:
+    """Print one line per sample (true, predicted, probability) and draw the grid PNG.
+
+    Args:
+        labels: (N,) true labels. logits: (N, K) outputs.
+        names: class names by label. pixels: uint8 (M, H, W, C) pictures of the first M <= N samples.
+        path: PNG to write. title: figure title's start, e.g. "run: lenet on mnist test".
+        split: "test" or "dev", for the accuracy line.
+    """
+    count = len(labels)
+    probs = softmax(logits)
     pred = probs.argmax(axis=1)
-    names = class_names(cfg)
     w = max(len(s) for s in names)
     for i in range(count):
         mark = "  WRONG" if pred[i] != labels[i] else ""
         print(f"{i:>5}  true {names[labels[i]]:<{w}}  pred {names[pred[i]]:<{w}}  p={probs[i, pred[i]]:.3f}{mark}")
     acc = float(np.mean(pred == labels))
     print(f"accuracy on these {count} {split} samples: {100 * acc:.2f}% ({int(np.sum(pred == labels))}/{count})")
-    mean, std = dataset_stats(cfg.data, cfg.model.in_channels)
-    pixels = to_pixels(images[:MAX_GRID], mean, std)
     shown = f" (first {MAX_GRID} shown)" if count > MAX_GRID else ""
-    title = (f"{run_dir.resolve().name}: {cfg.model.name} on {cfg.data.name} {split}, "
-             f"accuracy {100 * acc:.1f}% on these {count} samples{shown}")
-    path = run_dir / rundir.PREDICTIONS
-    plot_grid(pixels, [names[t] for t in labels], [names[p] for p in pred], path, title)
+    plot_grid(pixels, [names[t] for t in labels[:MAX_GRID]], [names[p] for p in pred[:MAX_GRID]], path,
+              f"{title}, accuracy {100 * acc:.1f}% on these {count} samples{shown}")
     print(f"predictions.png: {path}")
-    return 0
 
 
 def to_pixels(images: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
@@ -275,6 +296,34 @@ def read_image(path: Path, mode: str) -> np.ndarray:
     return array.reshape(*array.shape[:2], -1)
 
 
+def file_preprocessing(cfg) -> dict:
+    """How an image file becomes this run's model input, as plain data (an export's preprocess.json).
+
+    Args:
+        cfg: the run config.
+    Returns:
+        {"read_mode": PIL mode the file is read in, and data.preprocess_spec's size, channels, mean, std}.
+    """
+    size = cfg.data.resize or NATIVE_SIZE[cfg.data.name]
+    # data.preprocess_spec with the size forced: user files of any size are resized with the rule
+    # training data used (only the target size differs when the run did not resize).
+    return {"read_mode": NATIVE_MODE[cfg.data.name], **preprocess_spec(cfg.data, cfg.model.in_channels, size)}
+
+
+def prepare_pixels(path: Path, spec: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Read an image file and preprocess it as `spec` (file_preprocessing) says.
+
+    Args:
+        path: PNG/JPG file.
+        spec: {"read_mode", "size", "channels", "mean", "std"}.
+    Returns:
+        (raw uint8 pixels (H, W, C), model input float32 (1, C, S, S)).
+    """
+    pixels = read_image(path, spec["read_mode"])
+    x = apply_preprocess(pixels[None], spec["size"], spec["channels"], spec["mean"], spec["std"])
+    return pixels, x
+
+
 def prepare_file(path: Path, cfg) -> tuple[np.ndarray, np.ndarray]:
     """Read an image file and turn it into exactly what the model saw in training.
 
@@ -284,12 +333,7 @@ def prepare_file(path: Path, cfg) -> tuple[np.ndarray, np.ndarray]:
     Returns:
         (raw uint8 pixels (H, W, C), model input float32 (1, C, S, S)).
     """
-    pixels = read_image(path, NATIVE_MODE[cfg.data.name])
-    size = cfg.data.resize or NATIVE_SIZE[cfg.data.name]
-    # preprocess resizes with paddle's bilinear Resize, as for training data, then converts
-    # channels and normalises; only the target size differs when the run did not resize.
-    data_cfg = dataclasses.replace(cfg.data, resize=size)
-    return pixels, preprocess(pixels[None], data_cfg, cfg.model.in_channels)
+    return prepare_pixels(path, file_preprocessing(cfg))
 
 
 def predict_files(run_dir: Path, paths: list[str]) -> int:
@@ -306,8 +350,21 @@ def predict_files(run_dir: Path, paths: list[str]) -> int:
     cfg, net = load_network(run_dir)
     net.eval()
     prepared = [(Path(p), *prepare_file(Path(p), cfg)) for p in paths]  # all files checked before any output
-    probs = softmax(predict_logits(net, np.concatenate([x for _, _, x in prepared])))
-    names = class_names(cfg)
+    print_top3(prepared, predict_logits(net, np.concatenate([x for _, _, x in prepared])), class_names(cfg),
+               cfg.data.name)
+    return 0
+
+
+def print_top3(prepared: list, logits: np.ndarray, names: list[str], dataset: str) -> None:
+    """Print each file's top-3 classes with softmax probabilities (and the MNIST polarity hint).
+
+    Args:
+        prepared: (path, raw pixels, model input) per file.
+        logits: (N, K) model outputs, one row per file.
+        names: class names by label.
+        dataset: "mnist" or "cifar10".
+    """
+    probs = softmax(logits)
     k = min(3, len(names))
     for (path, pixels, x), p in zip(prepared, probs):
         top = np.argsort(-p)[:k]
@@ -315,8 +372,7 @@ def predict_files(run_dir: Path, paths: list[str]) -> int:
         h, w = pixels.shape[:2]
         print(f"{path} ({w}x{h} -> {'x'.join(map(str, x.shape[1:]))}): {ranked}")
         brightness = float(pixels.mean())
-        if cfg.data.name == "mnist" and brightness > DARK_ON_LIGHT_MEAN:
+        if dataset == "mnist" and brightness > DARK_ON_LIGHT_MEAN:
             print(f"  note: mean brightness {brightness:.0f}/255 suggests a dark digit on a light background; "
                   f"MNIST models expect a white digit on black. It was not inverted: invert it yourself "
                   f"if that is what it is.")
-    return 0
