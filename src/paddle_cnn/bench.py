@@ -21,7 +21,6 @@ same run, a practical ceiling for this CPU and thread count.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import os
 import platform
@@ -36,7 +35,7 @@ import paddle
 from . import bench_ops, engine, report, runtime
 from .config import Config, build_config
 from .errors import ConfigError
-from .registry import build_model, get_factory
+from .registry import build_model, model_info
 
 WARMUP_STEPS = 2
 # Seconds of idling before each timed repetition, longer than KMP_BLOCKTIME's 200 ms default.
@@ -46,8 +45,6 @@ EPOCH_IMAGES = 2048
 # Cores' worth of CPU time other processes used in the second before the bench above which the
 # result carries a "machine was busy" note (the load average lags by minutes, so it is not used).
 BUSY_CORES = 0.25
-# Registry names that take 28x28 inputs; every other model is benched at 32x32.
-SIDE_28 = {"lenet"}
 # What is timed: paddle's own conv (runtime.fast_conv false), what `train` runs by default
 # (runtime.fast_conv true), and PyTorch.
 SIDES = ("paddle", "fast_conv", "torch")
@@ -79,9 +76,8 @@ def parse_models(text: str) -> list[BenchSpec]:
             continue
         name, _, stem = item.partition(":")
         try:
-            in_channels = inspect.signature(get_factory(name)).parameters["in_channels"].default
-            side = 28 if name in SIDE_28 else 32
-            spec = BenchSpec(name, stem or None, item, (in_channels, side, side))
+            info = model_info(name)  # each model at its native input size and channels
+            spec = BenchSpec(name, stem or None, item, (info.in_channels, info.input_size, info.input_size))
             build_model(name, **bench_config(spec, 1).model.options())  # unknown stem/option fails here
         except ConfigError as exc:
             raise ConfigError(f"--models {item!r}: {exc}") from None
@@ -271,8 +267,8 @@ def bench_model(spec: BenchSpec, batch: int, steps: int, repeats: int, threads: 
         row[f"{side}_images_per_s"] = statistics.median(rates[side]) if side in rates else None
         row[f"{side}_gflops"] = (6 * row["macs_per_image"] * row[f"{side}_images_per_s"] / 1e9
                                  if side in rates else None)
-    for side in RATIO_KEYS:
-        row[RATIO_KEYS[side]] = row[f"{side}_images_per_s"] / row["torch_images_per_s"] if "torch" in rates else None
+    for side, key in RATIO_KEYS.items():
+        row[key] = row[f"{side}_images_per_s"] / row["torch_images_per_s"] if "torch" in rates else None
     if epoch:
         row["epoch_images_per_s"] = epoch_rate(model, spec, batch)
         row["epoch_vs_bench"] = row["epoch_images_per_s"] / row["fast_conv_images_per_s"]
@@ -420,15 +416,15 @@ def format_table(result: dict) -> str:
         "",
         f"threads: OMP_NUM_THREADS={result['omp_num_threads']} ({result['threads_source']})"
         + (f", torch.set_num_threads({result['torch_threads']})" if "torch_threads" in result else ""),
-        f"CPU: {cpu['vendor']} {cpu['model']}, {cpu['cores']} usable cores; MKL_DEBUG_CPU_TYPE="
-        f"{result['mkl_debug_cpu_type'] or 'unset'} ({result['mkl_debug_cpu_type_source']})",
-        f"numpy sgemm {SGEMM_N}x{SGEMM_N} float32: {result['sgemm']['gflops']:.1f} GFLOP/s; "
+        (f"CPU: {cpu['vendor']} {cpu['model']}, {cpu['cores']} usable cores; MKL_DEBUG_CPU_TYPE="
+        f"{result['mkl_debug_cpu_type'] or 'unset'} ({result['mkl_debug_cpu_type_source']})"),
+        (f"numpy sgemm {SGEMM_N}x{SGEMM_N} float32: {result['sgemm']['gflops']:.1f} GFLOP/s; "
         f"achieved GFLOP/s = 6 x MACs/image x paddle img/s (MACs from paddle.flops); conv: paddle = Paddle's "
-        f"conv kernel (runtime.fast_conv false), fast_conv = what train runs by default",
-        f"other load before: {_fmt(result['busy_cores_before'], '.2f')} cores busy; load average (1/5/15 min) "
+        f"conv kernel (runtime.fast_conv false), fast_conv = what train runs by default"),
+        (f"other load before: {_fmt(result['busy_cores_before'], '.2f')} cores busy; load average (1/5/15 min) "
         f"before {_loads(result['load_average_before'])}, "
         f"after {_loads(result['load_average_after'])}; {result['steps']} steps x {result['repeats']} repeats, "
-        f"median, {result['warmup_steps']} warm-up steps excluded",
+        f"median, {result['warmup_steps']} warm-up steps excluded"),
     ]
     notes = result["notes"] + [f"{r['model']}: {r['torch_note']}" for r in result["rows"] if r["torch_note"]]
     return "\n".join(lines + [f"note: {n}" for n in notes])

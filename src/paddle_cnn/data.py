@@ -43,6 +43,20 @@ CIFAR_FILE = "cifar-10-python.tar.gz"
 CIFAR_MEMBERS = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 DOWNLOAD_TIMEOUT_S = 10.0
 
+# Side of each dataset's own square images: what a run trains on unless data.resize says otherwise.
+IMAGE_SIZE = {"mnist": 28, "cifar10": 32}
+
+
+def input_size(cfg: DataConfig) -> int:
+    """Side of the images a run's model sees (data.resize, else the dataset's own size).
+
+    Args:
+        cfg: the data config.
+    Returns:
+        The side in pixels.
+    """
+    return cfg.resize or IMAGE_SIZE[cfg.name]
+
 
 @dataclass
 class Split:
@@ -182,7 +196,7 @@ def _load_cifar10(cfg: DataConfig, mode: str) -> tuple[np.ndarray, np.ndarray]:
         labels = np.array([lab for _, lab in ds.data], dtype="int64")
     except (OSError, EOFError, zlib.error, tarfile.TarError, ValueError, KeyError, AssertionError) as exc:
         raise DataError(f"{path}: could not be read ({exc}); the archive is truncated or corrupt.") from None
-    except Exception as exc:  # pickle raises many types on garbage; all mean the same to the user
+    except Exception as exc:  # noqa: BLE001 - pickle raises many types on garbage; all mean the same to the user
         raise DataError(f"{path}: a batch inside could not be unpickled ({type(exc).__name__}: {exc}).") from None
     return images, labels
 
@@ -391,7 +405,7 @@ class BatchLoader:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-len(self.split.labels) // self.batch_size)
+        return -(-len(self.split.labels) // self.batch_size)  # noqa: PLE0303 - ceil division, never negative
 
     def __iter__(self):
         n = len(self.split.labels)

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from .data import class_names as data_class_names, dataset_stats, preprocess
-from .errors import DataError, RunDirError, UserError
+from .data import class_names as data_class_names
+from .data import dataset_stats, input_size, preprocess
+from .errors import DataError, UserError
 from .fileio import atomic_write
 from .report import _pyplot
 
-NATIVE_SIZE = {"mnist": 28, "cifar10": 32}
 # PIL mode of each dataset's own images: user files are read like the training files were, and
 # data.preprocess then converts channels the way training did (grey repeated, colour averaged).
 NATIVE_MODE = {"mnist": "L", "cifar10": "RGB"}
@@ -284,7 +284,7 @@ def prepare_file(path: Path, cfg) -> tuple[np.ndarray, np.ndarray]:
         (raw uint8 pixels (H, W, C), model input float32 (1, C, S, S)).
     """
     pixels = read_image(path, NATIVE_MODE[cfg.data.name])
-    size = cfg.data.resize or NATIVE_SIZE[cfg.data.name]
+    size = input_size(cfg.data)
     # preprocess resizes with paddle's bilinear Resize, as for training data, then converts
     # channels and normalises; only the target size differs when the run did not resize.
     data_cfg = dataclasses.replace(cfg.data, resize=size)
