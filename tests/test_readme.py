@@ -8,7 +8,7 @@ from pathlib import Path
 
 from paddle_cnn.cli import build_parser
 from paddle_cnn.config import Config
-from paddle_cnn.registry import model_names
+from paddle_cnn.registry import COMMON_OPTIONS, model_info, model_names, option_specs
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -44,6 +44,20 @@ def test_every_registered_model_is_named_in_the_reference():
     row = re.search(r"^\| `model.name` .*$", README, re.MULTILINE).group(0)
     for name in model_names():
         assert f"`{name}`" in row, name
+
+
+def _options_row(name: str) -> str:
+    """The README row of a registered model, generated from its factory signature and metadata."""
+    info = model_info(name)
+    options = [f"`{k}: {_yaml_text(default)}`" for k, (_, default) in option_specs(name).items()
+               if k not in COMMON_OPTIONS]
+    side = info.input_size
+    return f"| `{name}` | {info.in_channels}x{side}x{side} | {', '.join(options) or 'none'} |"
+
+
+def test_model_options_table_matches_the_registry():
+    table = README.split("| model | native input | options (default) |\n|---|---|---|\n", 1)[1].split("\n\n")[0]
+    assert table.splitlines() == [_options_row(n) for n in model_names()], "regenerate the README model options table"
 
 
 def test_every_subcommand_is_documented():
