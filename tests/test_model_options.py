@@ -231,3 +231,13 @@ def test_a_comparison_base_may_itself_have_a_base(tmp_path):
     configs = [comparison.config(v, 0) for v in comparison.variants]
     assert [(c.train.epochs, c.optimizer.lr, c.model.factory_options["use_residual"]) for c in configs] == [
         (3, 0.2, True), (3, 0.2, False)]
+
+
+def test_a_run_saved_before_options_were_free_keys_still_loads():
+    """Older runs' config.yaml list every option of the old central list, null where unused."""
+    old = {"model": {"name": "lenet", "num_classes": 10, "in_channels": 1, "use_residual": None, "stem": None,
+                     "activation": None, "width": None, "dropout": None, "batch_norm": None, "init_from": None,
+                     "freeze": []}}
+    model = build_config(old).model
+    registry.check_model_config(model)
+    assert model.factory_options == {}

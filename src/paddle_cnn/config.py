@@ -2,7 +2,9 @@
 
 Loading never imports paddle (the runtime set-up must run before paddle loads) and never
 evaluates anything: YAML goes through yaml.safe_load, values are checked against the dataclass
-field types, and unknown keys are rejected with the closest valid key.
+field types, and unknown keys are rejected with the closest valid key. The exception is `model:`,
+whose keys beyond the typed ModelConfig fields are the factory's options: they are kept as given and
+checked by registry.check_options once paddle may load. A file may say `base: other.yaml`.
 """
 
 from __future__ import annotations
