@@ -267,8 +267,8 @@ def bench_model(spec: BenchSpec, batch: int, steps: int, repeats: int, threads: 
         row[f"{side}_images_per_s"] = statistics.median(rates[side]) if side in rates else None
         row[f"{side}_gflops"] = (6 * row["macs_per_image"] * row[f"{side}_images_per_s"] / 1e9
                                  if side in rates else None)
-    for side, key in RATIO_KEYS.items():
-        row[key] = row[f"{side}_images_per_s"] / row["torch_images_per_s"] if "torch" in rates else None
+    for side in RATIO_KEYS:
+        row[RATIO_KEYS[side]] = row[f"{side}_images_per_s"] / row["torch_images_per_s"] if "torch" in rates else None
     if epoch:
         row["epoch_images_per_s"] = epoch_rate(model, spec, batch)
         row["epoch_vs_bench"] = row["epoch_images_per_s"] / row["fast_conv_images_per_s"]
@@ -416,15 +416,15 @@ def format_table(result: dict) -> str:
         "",
         f"threads: OMP_NUM_THREADS={result['omp_num_threads']} ({result['threads_source']})"
         + (f", torch.set_num_threads({result['torch_threads']})" if "torch_threads" in result else ""),
-        (f"CPU: {cpu['vendor']} {cpu['model']}, {cpu['cores']} usable cores; MKL_DEBUG_CPU_TYPE="
-        f"{result['mkl_debug_cpu_type'] or 'unset'} ({result['mkl_debug_cpu_type_source']})"),
-        (f"numpy sgemm {SGEMM_N}x{SGEMM_N} float32: {result['sgemm']['gflops']:.1f} GFLOP/s; "
+        f"CPU: {cpu['vendor']} {cpu['model']}, {cpu['cores']} usable cores; MKL_DEBUG_CPU_TYPE="
+        f"{result['mkl_debug_cpu_type'] or 'unset'} ({result['mkl_debug_cpu_type_source']})",
+        f"numpy sgemm {SGEMM_N}x{SGEMM_N} float32: {result['sgemm']['gflops']:.1f} GFLOP/s; "
         f"achieved GFLOP/s = 6 x MACs/image x paddle img/s (MACs from paddle.flops); conv: paddle = Paddle's "
-        f"conv kernel (runtime.fast_conv false), fast_conv = what train runs by default"),
-        (f"other load before: {_fmt(result['busy_cores_before'], '.2f')} cores busy; load average (1/5/15 min) "
+        f"conv kernel (runtime.fast_conv false), fast_conv = what train runs by default",
+        f"other load before: {_fmt(result['busy_cores_before'], '.2f')} cores busy; load average (1/5/15 min) "
         f"before {_loads(result['load_average_before'])}, "
         f"after {_loads(result['load_average_after'])}; {result['steps']} steps x {result['repeats']} repeats, "
-        f"median, {result['warmup_steps']} warm-up steps excluded"),
+        f"median, {result['warmup_steps']} warm-up steps excluded",
     ]
     notes = result["notes"] + [f"{r['model']}: {r['torch_note']}" for r in result["rows"] if r["torch_note"]]
     return "\n".join(lines + [f"note: {n}" for n in notes])

@@ -267,8 +267,8 @@ def markdown_table(summaries: list[dict]) -> str:
     Returns:
         Markdown text.
     """
-    lines = [("| variant | params | MACs | best dev acc (%) | final dev acc (%) | test acc (%) | best epoch | "
-             "final train loss | train time (s) | images/s |"),
+    lines = ["| variant | params | MACs | best dev acc (%) | final dev acc (%) | test acc (%) | best epoch | "
+             "final train loss | train time (s) | images/s |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in summaries:
         lines.append(

@@ -196,7 +196,7 @@ def _load_cifar10(cfg: DataConfig, mode: str) -> tuple[np.ndarray, np.ndarray]:
         labels = np.array([lab for _, lab in ds.data], dtype="int64")
     except (OSError, EOFError, zlib.error, tarfile.TarError, ValueError, KeyError, AssertionError) as exc:
         raise DataError(f"{path}: could not be read ({exc}); the archive is truncated or corrupt.") from None
-    except Exception as exc:  # noqa: BLE001 - pickle raises many types on garbage; all mean the same to the user
+    except Exception as exc:  # pickle raises many types on garbage; all mean the same to the user
         raise DataError(f"{path}: a batch inside could not be unpickled ({type(exc).__name__}: {exc}).") from None
     return images, labels
 
@@ -405,7 +405,7 @@ class BatchLoader:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return -(-len(self.split.labels) // self.batch_size)  # noqa: PLE0303 - ceil division, never negative
+        return -(-len(self.split.labels) // self.batch_size)
 
     def __iter__(self):
         n = len(self.split.labels)

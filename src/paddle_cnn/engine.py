@@ -21,19 +21,11 @@ import numpy as np
 import paddle
 
 from . import distributed, fast_conv, fileio, rundir, signals
-from .checkpoint import (
-    BEST,
-    LAST,
-    load_checkpoint,
-    load_file,
-    load_weights,
-    restore_optimizer,
-    save_best,
-    save_checkpoint,
-)
-from .config import Config, dump_yaml
-from .data import BatchLoader, class_names, dataset_stats, load_splits
+from .checkpoint import (BEST, LAST, load_checkpoint, load_file, load_weights, restore_optimizer, save_best,
+                         save_checkpoint)
+from .config import Config, dump_yaml, to_dict
 from .errors import CheckpointError, RunDirError, TrainingFailed
+from .data import BatchLoader, class_names, dataset_stats, load_splits
 from .registry import build_model, model_info
 from .report import model_report, plot_curves
 from .runtime import environment_record, select_device

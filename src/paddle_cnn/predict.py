@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from .data import class_names as data_class_names
-from .data import dataset_stats, input_size, preprocess
-from .errors import DataError, UserError
+from .data import class_names as data_class_names, dataset_stats, input_size, preprocess
+from .errors import DataError, RunDirError, UserError
 from .fileio import atomic_write
 from .report import _pyplot
 
