@@ -60,14 +60,16 @@ def test_unknown_section_is_rejected_with_suggestion():
     ({"optimizer": {"lr": -0.1}}, "optimizer.lr: -0.1 must be greater than 0"),
     ({"optimizer": {"name": "adamm"}}, "optimizer.name: expected one of"),
     ({"data": {"name": "imagenet"}}, "'mnist', 'cifar10'"),
-    ({"model": {"use_residual": "yes"}}, "model.use_residual: expected true/false"),
+    ({"model": {"name": "resnet18", "use_residual": "yes"}}, "model.use_residual: expected true/false"),
     ({"train": {"epochs": 2.5}}, "train.epochs: expected an integer"),
     ({"data": {"mean": [0.5, 0.5]}}, "data.mean has 2 values"),
     ({"data": "mnist"}, "data: expected a mapping"),
 ])
 def test_wrong_type_or_value_names_the_key_and_what_is_allowed(data, expected):
+    from paddle_cnn.registry import check_model_config
+
     with pytest.raises(ConfigError) as err:
-        build_config(data)
+        check_model_config(build_config(data).model)  # model options are checked against the factory
     assert expected in str(err.value)
 
 

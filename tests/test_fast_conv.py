@@ -12,7 +12,7 @@ import yaml
 from paddle_cnn import bench, engine, fast_conv, report
 from paddle_cnn.cli import main
 from paddle_cnn.config import build_config
-from paddle_cnn.registry import build_model, model_names
+from paddle_cnn.registry import build_model, model_info, model_names
 
 from numerics import (assert_network_within_rounding, assert_within_rounding, chain_length,
                       conv_reduction_length, magnitudes)
@@ -129,16 +129,19 @@ def test_resnet18_keeps_its_weights_names_and_macs():
 def test_every_registered_model_computes_the_same_with_fast_conv(name):
     """fast_conv is on by default for every model: outputs and every gradient within float32 rounding."""
     paddle.seed(0)
-    side = 28 if name == "lenet" else 32
+    info = model_info(name)
+    side = info.input_size
     reference = build_model(name)
     reference.eval()  # dropout off, so the three runs compare one function
     candidate = build_model(name)
     candidate.set_state_dict(reference.state_dict())
     candidate.eval()
     plain_convs = sum(type(layer) is paddle.nn.Conv2D for layer in candidate.sublayers())
+    # The registry says where fast_conv applies (the from-scratch LeNet has its own operators).
+    assert info.fast_conv is (plain_convs > 0)
+    if not info.fast_conv:
+        return
     assert fast_conv.enable(candidate) == plain_convs  # every conv of the shipped models is supported
-    if not plain_convs:
-        return  # e.g. the from-scratch LeNet: its own operators, nothing for fast_conv to change
     in_channels = next(p for p in reference.parameters() if p.ndim == 4).shape[1]
     x = np.random.default_rng(0).standard_normal((2, in_channels, side, side)).astype(np.float32)
 

@@ -6,11 +6,8 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_cnn.registry import build_model, model_names, model_options
+from paddle_cnn.registry import build_model, model_info, model_names, model_options
 from paddle_cnn.report import model_report
-
-# Native input size where a model is not built for 32x32 (the classic LeNet pads to take 28x28).
-INPUT_SIZE = {"lenet": 28}
 
 
 @pytest.mark.parametrize("name", model_names())
@@ -19,7 +16,7 @@ def test_registered_model_trains_one_step(name, in_channels):
     paddle.seed(0)
     net = build_model(name, num_classes=7, in_channels=in_channels)
     net.train()
-    size = INPUT_SIZE.get(name, 32)
+    size = model_info(name).input_size  # the classic LeNet pads to take 28x28, the others are built for 32
     x = paddle.to_tensor(np.random.default_rng(0).normal(size=(4, in_channels, size, size)).astype("float32"))
     out = net(x)
     assert out.shape == [4, 7]

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
+from conftest import tiny_config
 from visualdl import LogReader
 
-from conftest import tiny_config
 from paddle_cnn import engine
 from paddle_cnn.compare import load_comparison
 from paddle_cnn.config import build_config, dump_yaml, load_config, read_yaml
@@ -161,7 +161,7 @@ def test_studies_exist_and_are_comparisons():
 def test_activation_study_logs_gradient_norms():
     comparison = load_comparison(REPO / "configs" / "studies" / "activations.yaml")
     configs = [comparison.config(v, 0) for v in comparison.variants]
-    assert {c.model.activation for c in configs} == {"sigmoid", "tanh", "relu", "leaky_relu"}
+    assert {c.model.factory_options["activation"] for c in configs} == {"sigmoid", "tanh", "relu", "leaky_relu"}
     assert all(c.train.log_grad_norms and c.model.name == "resnet18_plain" for c in configs)
 
 

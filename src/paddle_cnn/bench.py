@@ -21,7 +21,6 @@ same run, a practical ceiling for this CPU and thread count.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import os
 import platform
@@ -36,7 +35,7 @@ import paddle
 from . import bench_ops, engine, report, runtime
 from .config import Config, build_config
 from .errors import ConfigError
-from .registry import build_model, get_factory
+from .registry import build_model, model_info
 
 WARMUP_STEPS = 2
 # Seconds of idling before each timed repetition, longer than KMP_BLOCKTIME's 200 ms default.
@@ -46,8 +45,6 @@ EPOCH_IMAGES = 2048
 # Cores' worth of CPU time other processes used in the second before the bench above which the
 # result carries a "machine was busy" note (the load average lags by minutes, so it is not used).
 BUSY_CORES = 0.25
-# Registry names that take 28x28 inputs; every other model is benched at 32x32.
-SIDE_28 = {"lenet"}
 # What is timed: paddle's own conv (runtime.fast_conv false), what `train` runs by default
 # (runtime.fast_conv true), and PyTorch.
 SIDES = ("paddle", "fast_conv", "torch")
@@ -79,9 +76,8 @@ def parse_models(text: str) -> list[BenchSpec]:
             continue
         name, _, stem = item.partition(":")
         try:
-            in_channels = inspect.signature(get_factory(name)).parameters["in_channels"].default
-            side = 28 if name in SIDE_28 else 32
-            spec = BenchSpec(name, stem or None, item, (in_channels, side, side))
+            info = model_info(name)  # each model at its native input size and channels
+            spec = BenchSpec(name, stem or None, item, (info.in_channels, info.input_size, info.input_size))
             build_model(name, **bench_config(spec, 1).model.options())  # unknown stem/option fails here
         except ConfigError as exc:
             raise ConfigError(f"--models {item!r}: {exc}") from None

@@ -216,16 +216,17 @@ def _resume_config(run_dir: Path, overrides: list[str]):
 
 
 def _check_model(cfg) -> None:
-    """Refuse an unknown model name or option before a run directory is made and the data is read.
+    """Refuse an unknown model name, option or option type before a run directory is made and the data is read.
+
+    load_config cannot do this: the factories' signatures live in the model modules, which import
+    paddle, and paddle must not load before runtime.setup(). So every command calls this right after it.
 
     Args:
         cfg: the run config.
     """
-    from .registry import build_model, model_options
+    from .registry import check_model_config
 
-    given = {k for k, v in cfg.model.options().items() if v is not None}
-    if not given <= model_options(cfg.model.name):  # raises, listing the valid names, for an unknown model
-        build_model(cfg.model.name, **cfg.model.options())  # raises, naming the option and the valid ones
+    check_model_config(cfg.model)  # raises, naming the option and the valid ones
 
 
 def _resume_command(run_dir: Path) -> str:
@@ -306,10 +307,11 @@ def cmd_evaluate(args) -> int:
 def cmd_report(args) -> int:
     """`paddle-cnn report`: model summary and MACs without training."""
     cfg = _load(args.config, args.override)
+    from .data import input_size
     from .engine import build_network
     from .report import model_report
 
-    size = cfg.data.resize or (28 if cfg.data.name == "mnist" else 32)
+    size = input_size(cfg.data)
     text, _ = model_report(build_network(cfg), (cfg.model.in_channels, size, size))
     print(text)
     return 0
@@ -321,6 +323,7 @@ def cmd_compare(args) -> int:
 
     comparison = load_comparison(args.config, args.override)
     runtime.setup(comparison.base.runtime.threads)
+    comparison.check_models()  # before the comparison directory is made
     from .compare import run_comparison
 
     out_dir = check_output_dir(Path(args.output_dir) if args.output_dir else comparison.default_dir(),

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import rundir
-from .config import Config, build_config, read_yaml
+from .config import Config, build_config, read_config_data, read_yaml
 from .errors import ConfigError, RunDirError
 
 COMPARISON_KEYS = ("name", "base", "overrides", "vary", "variants", "seeds")
@@ -60,6 +60,20 @@ class Comparison:
         """
         extra = [f"{k}={json.dumps(v)}" for k, v in variant.overrides.items()] + [f"train.seed={seed}"]
         return build_config(self.base_data, self.base_overrides + extra, f"{self.source} (variant {variant.label})")
+
+    def check_models(self) -> None:
+        """Check every variant's model name and options against the registry's factories.
+
+        Not part of load_comparison: the factories' modules import paddle, which must not load
+        before runtime.setup(); `paddle-cnn compare` calls this right after it, before any directory is made.
+        """
+        from .registry import check_model_config
+
+        for variant in self.variants:
+            try:
+                check_model_config(self.config(variant, self.seeds[0]).model)
+            except ConfigError as exc:
+                raise ConfigError(f"{self.source} (variant {variant.label}): {exc}") from None
 
     def default_dir(self) -> Path:
         """Where the comparison goes without --output-dir.
@@ -120,7 +134,7 @@ def load_comparison(path: str | Path, cli_overrides: list[str] = ()) -> Comparis
     variants = _variants(data, str(path))
     if len({v.label for v in variants}) != len(variants):
         raise ConfigError(f"{path}: two variants have the same label; give each a distinct label:.")
-    comparison = Comparison(str(data.get("name") or path.stem), read_yaml(base_path),
+    comparison = Comparison(str(data.get("name") or path.stem), read_config_data(base_path),
                             [f"{k}={json.dumps(v)}" for k, v in overrides.items()] + list(cli_overrides),
                             variants, seeds, str(path))
     for variant in variants:

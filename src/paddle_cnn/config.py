@@ -2,7 +2,9 @@
 
 Loading never imports paddle (the runtime set-up must run before paddle loads) and never
 evaluates anything: YAML goes through yaml.safe_load, values are checked against the dataclass
-field types, and unknown keys are rejected with the closest valid key.
+field types, and unknown keys are rejected with the closest valid key. The exception is `model:`,
+whose keys beyond the typed ModelConfig fields are the factory's options: they are kept as given and
+checked by registry.check_options once paddle may load. A file may say `base: other.yaml`.
 """
 
 from __future__ import annotations
@@ -55,28 +57,28 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Architecture by registry name, plus the options that architecture accepts."""
+    """Architecture by registry name, its typed common fields, and free factory options.
+
+    Every key under `model:` that is not a field below is an option of the factory (e.g. stem,
+    width): they are kept in `factory_options` and checked against the factory's signature by
+    registry.check_options, not here, since that needs the model modules, which import paddle.
+    """
 
     name: str = "lenet"
     num_classes: int = field(default=10, metadata={"min": 2})
     in_channels: int = field(default=1, metadata={"min": 1})
-    use_residual: bool | None = None
-    stem: str | None = None
-    activation: str | None = None
-    width: float | None = field(default=None, metadata={"min_exclusive": 0.0})
-    dropout: float | None = field(default=None, metadata={"min": 0.0, "max": 0.999})
-    batch_norm: bool | None = None
+    # metadata "extra": the mapping's unknown keys land here and are written back flat (to_dict).
+    factory_options: dict[str, Any] = field(default_factory=dict, metadata={"extra": True})
     init_from: str | None = None
     freeze: list[str] = field(default_factory=list)
 
     def options(self) -> dict[str, Any]:
-        """Architecture options for the registry factory.
+        """Keyword options for the registry factory.
 
         Returns:
-            Keyword options, None meaning "the factory's default".
+            num_classes, in_channels and every factory option given in the config.
         """
-        skip = {"name", "init_from", "freeze"}
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+        return {"num_classes": self.num_classes, "in_channels": self.in_channels, **self.factory_options}
 
 
 @dataclass
@@ -154,7 +156,7 @@ _Loader.add_implicit_resolver(
     |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
     |\.[0-9_]+(?:[eE][-+][0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
-    |\.(?:nan|NaN|NAN))$""", re.X),
+    |\.(?:nan|NaN|NAN))$""", re.VERBOSE),
     list("-+0123456789."),
 )
 
@@ -170,7 +172,15 @@ def safe_load(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
-def _closest(key: str, valid: list[str]) -> str:
+def closest_hint(key: str, valid: list[str]) -> str:
+    """A "did you mean" sentence for a mistyped key (shared with the registry's option check).
+
+    Args:
+        key: what was written.
+        valid: the accepted names.
+    Returns:
+        "did you mean 'x'? " or "" when nothing is close.
+    """
     match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     return f"did you mean {match[0]!r}? " if match else ""
 
@@ -211,6 +221,31 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}.")
 
 
+def check_value(value: Any, tp: Any, where: str) -> Any:
+    """Check a value against a type annotation with config strictness (for factory options).
+
+    Args:
+        value: the value from YAML.
+        tp: an annotation; Annotated[float, {"min": 0.0}] also checks the range, Any accepts all.
+        where: dotted key, for messages.
+    Returns:
+        The value (ints widened to float where asked). Raises ConfigError naming where and the type.
+    """
+    meta: dict = {}
+    if typing.get_origin(tp) is typing.Annotated:
+        tp, *extras = typing.get_args(tp)
+        for item in extras:
+            meta.update(item if isinstance(item, dict) else {})
+    if tp is Any:
+        return value
+    try:
+        value = _coerce(value, tp, where)
+    except TypeError:  # an annotation _coerce has no rule for (e.g. a tuple type): the factory checks it
+        return value
+    _check_range(value, meta, where)
+    return value
+
+
 def _check_range(value: Any, meta: Any, where: str) -> None:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return
@@ -240,13 +275,21 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping of keys to values, got {data!r}.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
+    # A field marked "extra" (ModelConfig.factory_options) takes every key that is not a field;
+    # null there means "the default", so it is not recorded.
+    extra = next((f.name for f in fields.values() if f.metadata.get("extra")), None)
+    typed = [name for name in fields if name != extra]
     hints = typing.get_type_hints(cls)
-    kwargs = {}
+    kwargs = {extra: {}} if extra else {}
     for key, value in data.items():
-        if key not in fields:
+        if key not in typed and extra:
+            if value is not None:
+                kwargs[extra][key] = _deep_copy(value)
+            continue
+        if key not in typed:
             raise ConfigError(
-                f"unknown key '{prefix}{key}': {_closest(str(key), list(fields))}"
-                f"valid keys{' in ' + where if prefix else ''} are: {', '.join(fields)}."
+                f"unknown key '{prefix}{key}': {closest_hint(str(key), typed)}"
+                f"valid keys{' in ' + where if prefix else ''} are: {', '.join(typed)}."
             )
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
@@ -335,9 +378,7 @@ def build_config(data: dict, overrides: list[str] = (), source: str = "the confi
     Returns:
         The validated Config.
     """
-    data = _deep_copy(data)
-    for text in overrides:
-        apply_override(data, *parse_override(text))
+    data = _apply_overrides(_deep_copy(data), overrides)
     try:
         cfg = from_dict(Config, data)
     except ConfigError as exc:
@@ -346,8 +387,23 @@ def build_config(data: dict, overrides: list[str] = (), source: str = "the confi
     return cfg
 
 
+def _apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply `-o` style overrides in order; a changed model.name drops the options not given with it."""
+    name_before, given = _model_name(data), set()
+    for text in overrides:
+        parts, value = parse_override(text)
+        apply_override(data, parts, value)
+        if parts[0] == "model":
+            given |= set(parts[1:2]) or set(value if isinstance(value, dict) else ())
+    if _model_name(data) != name_before and isinstance(data.get("model"), dict):
+        # A variant or -o that switches architecture starts from the new model's defaults: the
+        # file's options were chosen for the old model (which may not even take them).
+        _drop_model_options(data["model"], keep=given)
+    return data
+
+
 def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
-    """Load, override and validate a training config file.
+    """Load (following `base:`), override and validate a training config file.
 
     Args:
         path: YAML file.
@@ -355,7 +411,71 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> Config:
     Returns:
         The validated Config.
     """
-    return build_config(read_yaml(path), overrides, source=str(path))
+    return build_config(read_config_data(path), overrides, source=str(path))
+
+
+def read_config_data(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict:
+    """Read a training config as plain data, resolving `base: other.yaml` (relative to the file).
+
+    Args:
+        path: YAML file.
+        _chain: files already being read (for the cycle check); callers leave it empty.
+    Returns:
+        The file's mapping deep-merged over its base's (recursively), without the base: key.
+    """
+    path = Path(path)
+    chain = (*_chain, path.resolve())
+    if path.resolve() in _chain:
+        raise ConfigError(f"{path}: base: files form a cycle ({' -> '.join(str(p) for p in chain)}); "
+                          f"a config may not be its own base, directly or through others.")
+    data = read_yaml(path)
+    if "base" not in data:
+        return data
+    base = data.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{path}: base: must be the path of another training config, relative to this "
+                          f"file (e.g. base: lenet_mnist.yaml), got {base!r}.")
+    if not (path.parent / base).is_file():
+        raise ConfigError(f"{path}: base: {base!r} does not exist (paths are relative to {path.parent}).")
+    return merge_config_data(read_config_data(path.parent / base, chain), data)
+
+
+def merge_config_data(base: dict, child: dict) -> dict:
+    """Deep-merge a child config over its base: sections merge key by key, values replace.
+
+    Args:
+        base: plain data of the base config.
+        child: plain data that overrides it.
+    Returns:
+        A new mapping. When the child names another model.name, the base's model options are dropped
+        (as for overrides in build_config): they belong to the base's architecture.
+    """
+    out = _deep_copy(base)
+    child_model = child.get("model")
+    if isinstance(child_model, dict) and isinstance(out.get("model"), dict) \
+            and "name" in child_model and child_model["name"] != _model_name(out):
+        _drop_model_options(out["model"], keep=set())
+    return _deep_merge(out, child)
+
+
+def _deep_merge(base: dict, child: dict) -> dict:
+    out = _deep_copy(base)
+    for key, value in child.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _deep_merge(out[key], value) if both else _deep_copy(value)
+    return out
+
+
+def _model_name(data: dict) -> Any:
+    model = data.get("model")
+    return model.get("name", ModelConfig.name) if isinstance(model, dict) else None
+
+
+def _drop_model_options(model: dict, keep: set) -> None:
+    """Remove the factory options (keys that are not typed ModelConfig fields) not in keep."""
+    typed = {f.name for f in dataclasses.fields(ModelConfig) if not f.metadata.get("extra")}
+    for key in [k for k in model if k not in typed and k not in keep]:
+        del model[key]
 
 
 def _check_semantics(cfg: Config, source: str) -> None:
@@ -395,14 +515,21 @@ def _deep_copy(data: Any) -> Any:
 
 
 def to_dict(cfg: Any) -> dict:
-    """Plain nested dict of a config dataclass (for YAML/JSON dumps).
+    """Plain nested dict of a config dataclass (for YAML/JSON dumps), the shape from_dict reads.
 
     Args:
         cfg: a config dataclass instance.
     Returns:
-        Nested dict of plain values.
+        Nested dict of plain values; an "extra" field's keys (model options) sit beside the typed ones.
     """
-    return dataclasses.asdict(cfg)
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("extra"):
+            out.update(_deep_copy(value))
+        else:
+            out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else _deep_copy(value)
+    return out
 
 
 def dump_yaml(cfg: Any) -> str:

@@ -43,6 +43,20 @@ CIFAR_FILE = "cifar-10-python.tar.gz"
 CIFAR_MEMBERS = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
 DOWNLOAD_TIMEOUT_S = 10.0
 
+# Side of each dataset's own square images: what a run trains on unless data.resize says otherwise.
+IMAGE_SIZE = {"mnist": 28, "cifar10": 32}
+
+
+def input_size(cfg: DataConfig) -> int:
+    """Side of the images a run's model sees (data.resize, else the dataset's own size).
+
+    Args:
+        cfg: the data config.
+    Returns:
+        The side in pixels.
+    """
+    return cfg.resize or IMAGE_SIZE[cfg.name]
+
 
 @dataclass
 class Split:

@@ -26,7 +26,7 @@ from .checkpoint import (BEST, LAST, load_checkpoint, load_file, load_weights, r
 from .config import Config, dump_yaml, to_dict
 from .errors import CheckpointError, RunDirError, TrainingFailed
 from .data import BatchLoader, class_names, dataset_stats, load_splits
-from .registry import build_model
+from .registry import build_model, model_info
 from .report import model_report, plot_curves
 from .runtime import environment_record, select_device
 from .vdl import VdlLogger
@@ -63,7 +63,7 @@ def build_network(cfg: Config):
     """
     paddle.seed(cfg.train.seed)
     net = build_model(cfg.model.name, **cfg.model.options())
-    if cfg.runtime.fast_conv:
+    if cfg.runtime.fast_conv and model_info(cfg.model.name).fast_conv:
         fast_conv.enable(net)
     return net
 
@@ -355,7 +355,9 @@ def sigterm_as_interrupt():
 
 def _hparams(cfg: Config) -> dict:
     m, o = cfg.model, cfg.optimizer
-    values = {"model": m.name, "use_residual": m.use_residual, "activation": m.activation, "optimizer": o.name,
+    opts = m.factory_options  # the two options the studies vary; absent ones are recorded as None, as before
+    values = {"model": m.name, "use_residual": opts.get("use_residual"), "activation": opts.get("activation"),
+              "optimizer": o.name,
               "lr": o.lr, "weight_decay": o.weight_decay, "schedule": cfg.schedule.name,
               "batch_size": cfg.train.batch_size, "epochs": cfg.train.epochs, "seed": cfg.train.seed}
     # VisualDL's hparams record rejects bools (an int subclass) and None: send those as text.

@@ -14,12 +14,11 @@ import numpy as np
 import paddle
 
 from . import rundir
-from .data import apply_preprocess, class_names as data_class_names, dataset_stats, preprocess_spec
+from .data import apply_preprocess, class_names as data_class_names, dataset_stats, input_size, preprocess_spec
 from .errors import DataError, RunDirError, UserError
 from .fileio import atomic_write
 from .report import _pyplot
 
-NATIVE_SIZE = {"mnist": 28, "cifar10": 32}
 # PIL mode of each dataset's own images: user files are read like the training files were, and
 # data.preprocess then converts channels the way training did (grey repeated, colour averaged).
 NATIVE_MODE = {"mnist": "L", "cifar10": "RGB"}
@@ -304,7 +303,7 @@ def file_preprocessing(cfg) -> dict:
     Returns:
         {"read_mode": PIL mode the file is read in, and data.preprocess_spec's size, channels, mean, std}.
     """
-    size = cfg.data.resize or NATIVE_SIZE[cfg.data.name]
+    size = input_size(cfg.data)
     # data.preprocess_spec with the size forced: user files of any size are resized with the rule
     # training data used (only the target size differs when the run did not resize).
     return {"read_mode": NATIVE_MODE[cfg.data.name], **preprocess_spec(cfg.data, cfg.model.in_channels, size)}

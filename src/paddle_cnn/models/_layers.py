@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import paddle
-import paddle.nn as nn
+from paddle import nn
 
 from ..errors import ConfigError
 
@@ -14,6 +16,12 @@ ACTIVATIONS = {
     "tanh": nn.Tanh,
     "leaky_relu": nn.LeakyReLU,
 }
+
+
+# Annotations of factory options: registry.check_options enforces these ranges when a config is
+# checked, before a run starts; scale_channels and check_dropout still guard direct calls.
+Width = Annotated[float, {"min_exclusive": 0.0}]
+DropoutRate = Annotated[float, {"min": 0.0, "max": 0.999}]
 
 
 def make_activation(name: str) -> nn.Layer:
@@ -45,7 +53,7 @@ def scale_channels(channels: int, width: float) -> int:
             f"model.width: must be a positive number (1.0 is the reference size, 0.5 halves "
             f"every channel count), got {width!r}."
         )
-    return max(1, int(round(channels * width)))
+    return max(1, round(channels * width))
 
 
 def check_dropout(dropout: float) -> float:

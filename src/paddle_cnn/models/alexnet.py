@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import paddle.nn as nn
+from paddle import nn
 
 from ..registry import register_model
-from ._layers import FeaturesHead, dense_head, make_activation, scale_channels
+from ._layers import (
+    DropoutRate,
+    FeaturesHead,
+    Width,
+    dense_head,
+    make_activation,
+    scale_channels,
+)
 
 
 class AlexNet(FeaturesHead):
@@ -37,8 +44,8 @@ class AlexNet(FeaturesHead):
 
 
 @register_model
-def alexnet(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
-            activation: str = "relu", dropout: float = 0.5) -> AlexNet:
+def alexnet(num_classes: int = 10, in_channels: int = 3, width: Width = 1.0,
+            activation: str = "relu", dropout: DropoutRate = 0.5) -> AlexNet:
     """AlexNet for 32x32 inputs (also 28x28); width=1.0 is the reference size (~0.36 GMACs).
 
     Args:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import paddle
-import paddle.nn as nn
+from paddle import nn
 
 from ..registry import register_model
-from ._layers import check_dropout, make_activation, scale_channels
+from ._layers import DropoutRate, Width, check_dropout, make_activation, scale_channels
 
 # Inception blocks of the original, at width=1.0: (c1, (c2_reduce, c2), (c3_reduce, c3), c4).
 # None marks the 3x3/2 max-pool between stages.
@@ -99,8 +99,8 @@ class GoogLeNet(nn.Layer):
 
 
 @register_model
-def googlenet(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
-              activation: str = "relu", dropout: float = 0.4) -> GoogLeNet:
+def googlenet(num_classes: int = 10, in_channels: int = 3, width: Width = 1.0,
+              activation: str = "relu", dropout: DropoutRate = 0.4) -> GoogLeNet:
     """GoogLeNet for 32x32 inputs (also 28x28); width=1.0 is the reference size (~0.4 GMACs).
 
     Args:

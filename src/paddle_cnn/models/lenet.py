@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import paddle
-import paddle.nn as nn
+from paddle import nn
 
 from ..registry import register_model
 from ._layers import make_activation
@@ -45,7 +45,7 @@ def lenet5(num_classes: int = 10, in_channels: int = 1, activation: str = "relu"
     return LeNet5(num_classes, in_channels, first_padding=0, activation=activation)
 
 
-@register_model
+@register_model(input_size=28)  # the first conv pads by 2 for MNIST's own 28x28
 def lenet(num_classes: int = 10, in_channels: int = 1, activation: str = "relu") -> LeNet5:
     """Classic LeNet-5 for 28x28 inputs: the first conv pads by 2."""
     return LeNet5(num_classes, in_channels, first_padding=2, activation=activation)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import paddle
-import paddle.nn as nn
+from paddle import nn
 
 from ..registry import register_model
-from ._layers import check_dropout, make_activation, scale_channels
+from ._layers import DropoutRate, Width, check_dropout, make_activation, scale_channels
 
 
 def nin_block(in_channels: int, out_channels: int, kernel_size: int, padding: int,
@@ -71,8 +71,8 @@ class NiN(nn.Layer):
 
 
 @register_model
-def nin(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
-        activation: str = "relu", dropout: float = 0.5) -> NiN:
+def nin(num_classes: int = 10, in_channels: int = 3, width: Width = 1.0,
+        activation: str = "relu", dropout: DropoutRate = 0.5) -> NiN:
     """NiN for 32x32 inputs (also 28x28); width=1.0 is the reference size (~0.25 GMACs).
 
     Args:

@@ -27,7 +27,7 @@ class LeNet5Scratch(LeNet5):
         self.conv5 = Conv2DScratch(16, 120, 5, input_size=5)
 
 
-@register_model
+@register_model(fast_conv=False)  # its convs are Conv2DScratch: nothing for fast_conv to swap
 def lenet5_scratch(num_classes: int = 10, in_channels: int = 1, activation: str = "relu") -> LeNet5Scratch:
     """The book's LeNet-5 for 1x32x32 inputs, with conv and pooling written from scratch.
 

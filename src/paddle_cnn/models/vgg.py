@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import paddle.nn as nn
+from paddle import nn
 
 from ..registry import register_model
-from ._layers import FeaturesHead, dense_head, make_activation, scale_channels
+from ._layers import (
+    DropoutRate,
+    FeaturesHead,
+    Width,
+    dense_head,
+    make_activation,
+    scale_channels,
+)
 
 # (convs in the block, output channels at width=1.0): VGG-11's configuration "A".
 VGG11_BLOCKS = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
@@ -60,8 +67,8 @@ class VGG(FeaturesHead):
 
 
 @register_model
-def vgg11(num_classes: int = 10, in_channels: int = 3, width: float = 1.0,
-          activation: str = "relu", dropout: float = 0.5, batch_norm: bool = False) -> VGG:
+def vgg11(num_classes: int = 10, in_channels: int = 3, width: Width = 1.0,
+          activation: str = "relu", dropout: DropoutRate = 0.5, batch_norm: bool = False) -> VGG:
     """VGG-11 for 32x32 inputs (also 28x28); width=1.0 is the reference size (~0.15 GMACs).
 
     Args:
