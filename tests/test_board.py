@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from visualdl import LogWriter
 
-from conftest import popen
 from paddle_cnn import board
 from paddle_cnn.errors import UserError
+
+from conftest import popen
 
 CHROMIUM = "/usr/bin/chromium"
 RUNS = ("runA", "runB")
@@ -279,7 +280,10 @@ def test_run_board_serves_until_ctrl_c_then_stops_the_server(logs):
 
 
 def test_user_modules_beside_the_logdir_are_not_imported(logs, tmp_path):
-    """The server runs in the logdir's parent; a user's flask.py there must not replace Flask (port 0: any free port)."""
+    """The server runs in the logdir's parent; a user's flask.py there must not replace Flask.
+
+    (Port 0: any free port.)
+    """
     shutil.copytree(logs[0], tmp_path / "outputs")
     (tmp_path / "flask.py").write_text('raise SystemExit("user flask.py was imported")\n')
     proc, url = board.start_server(str(tmp_path / "outputs"), port=0)

@@ -56,7 +56,8 @@ def _config(tmp: Path, data_root: Path, **train) -> Path:
     from conftest import tiny_config
 
     path = tmp / "dp.yaml"
-    cfg = tiny_config(data_root, optimizer={"lr": LR, "momentum": MOMENTUM}, train={"batch_size": GLOBAL_BATCH, **train})
+    cfg = tiny_config(data_root, optimizer={"lr": LR, "momentum": MOMENTUM},
+                      train={"batch_size": GLOBAL_BATCH, **train})
     path.write_text(yaml.safe_dump(cfg))
     return path
 
@@ -75,7 +76,8 @@ def _launch(log_dir: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess
 
 
 def _logs(log_dir: Path) -> str:
-    return "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in sorted(log_dir.glob("workerlog.*")))
+    logs = sorted(log_dir.glob("workerlog.*"))
+    return "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in logs)
 
 
 def _fingerprints(log_dir: Path) -> dict[int, list[str]]:

@@ -14,9 +14,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from conftest import run_cli, tiny_config
 from paddle_cnn.cli import main
 from paddle_cnn.registry import get_factory, model_names
+
+from conftest import run_cli, tiny_config
 
 TOP3 = re.compile(r"(\d)\. (\S+) p=([\d.]+)")
 
@@ -78,7 +79,7 @@ def test_round_trip_every_model_fast_conv_on_and_off(name, tmp_path_factory, dat
     import paddle
 
     from paddle_cnn import fast_conv
-    from paddle_cnn.engine import load_network
+    from paddle_cnn.evaluate import load_network
     from paddle_cnn.export import parity_batch
     from paddle_cnn.inference import InferenceModel
     from paddle_cnn.registry import build_model

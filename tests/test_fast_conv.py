@@ -9,13 +9,18 @@ import paddle
 import pytest
 import yaml
 
-from paddle_cnn import bench, engine, fast_conv, report
+from paddle_cnn import bench, fast_conv, network, report
 from paddle_cnn.cli import main
 from paddle_cnn.config import build_config
 from paddle_cnn.registry import build_model, model_info, model_names
 
-from numerics import (assert_network_within_rounding, assert_within_rounding, chain_length,
-                      conv_reduction_length, magnitudes)
+from numerics import (
+    assert_network_within_rounding,
+    assert_within_rounding,
+    chain_length,
+    conv_reduction_length,
+    magnitudes,
+)
 
 # (in, out, side, kernel, stride, padding, bias, path the layer takes): every GEMM case is a small
 # output (2x2, 1x1, 2x1, 6x8x8 = 384 values, 3x4x5); the paddle cases are 40x9x9 and 30x10x10, too
@@ -173,7 +178,7 @@ def test_fast_conv_network_still_converts_to_static(full_graph):
 @pytest.mark.parametrize("enabled", [False, True])
 def test_build_network_switches_convs_only_when_the_config_says_so(enabled):
     cfg = build_config({"model": {"name": "lenet"}, "runtime": {"fast_conv": enabled}})
-    net = engine.build_network(cfg)
+    net = network.build_network(cfg)
     fast = [layer for layer in net.sublayers() if type(layer) is fast_conv.FastConv2D]
     assert len(fast) == (3 if enabled else 0)
 
@@ -216,7 +221,8 @@ def test_bench_conv_times_both_paths_for_every_layer_and_names_the_chosen_one(tm
     assert paths["resnet18 1x1"] == paths["lenet conv3"] == "gemm"
     assert paths["resnet18 stem"] == paths["lenet conv1"] == "paddle"
     table = capsys.readouterr().out
-    assert "| resnet18 2x2 | 256x2x2 -> 256x2x2, k3 s1 | " in table and table.count("\n| ") == len(rows)  # one line per layer after the header
+    assert "| resnet18 2x2 | 256x2x2 -> 256x2x2, k3 s1 | " in table
+    assert table.count("\n| ") == len(rows)  # one line per layer after the header
 
 
 def test_bench_conv_and_ops_cannot_be_combined(capsys):

@@ -63,7 +63,7 @@ def test_every_factory_option_is_settable_from_a_config(monkeypatch, tmp_path, n
         return info.factory(**kwargs)
 
     monkeypatch.setitem(registry._MODELS, name, registry.ModelInfo(name, recording, info.input_size, info.fast_conv))
-    from paddle_cnn.engine import build_network
+    from paddle_cnn.network import build_network
 
     assert build_network(reloaded) is not None
     assert seen[option] == value
@@ -166,12 +166,12 @@ def test_builtin_metadata():
 
 
 def test_fast_conv_is_skipped_for_models_it_does_not_apply_to(monkeypatch):
-    from paddle_cnn import engine, fast_conv
+    from paddle_cnn import fast_conv, network
 
     calls = []
     monkeypatch.setattr(fast_conv, "enable", lambda net: calls.append(net) or 0)
-    engine.build_network(build_config({"model": {"name": "lenet5_scratch"}}))
-    engine.build_network(build_config({"model": {"name": "lenet5"}}))
+    network.build_network(build_config({"model": {"name": "lenet5_scratch"}}))
+    network.build_network(build_config({"model": {"name": "lenet5"}}))
     assert len(calls) == 1
 
 

@@ -5,8 +5,15 @@ import paddle
 import pytest
 
 from paddle_cnn.bench_ops import format_ops_table, run_ops_bench
-from paddle_cnn.ops import (AvgPool2DScratch, Conv2DScratch, MaxPool2DScratch, conv2d_macs,
-                            conv2d_params, flops_counters, output_size)
+from paddle_cnn.ops import (
+    AvgPool2DScratch,
+    Conv2DScratch,
+    MaxPool2DScratch,
+    conv2d_macs,
+    conv2d_params,
+    flops_counters,
+    output_size,
+)
 from paddle_cnn.registry import build_model, model_names
 
 from numerics import assert_network_within_rounding, assert_within_rounding, conv_reduction_length, magnitudes

@@ -105,10 +105,11 @@ def test_dataset_samples_give_one_line_each_and_a_png(mnist_run, capsys):
 
 def test_grid_pixels_are_the_dataset_pixels(mnist_run):
     """De-normalising the model input must give back the raw images (what the grid draws)."""
-    from conftest import synthetic_images
     from paddle_cnn.data import dataset_stats
-    from paddle_cnn.engine import load_run
+    from paddle_cnn.evaluate import load_run
     from paddle_cnn.predict import to_pixels
+
+    from conftest import synthetic_images
 
     cfg, loaders, _ = load_run(mnist_run)
     raw, labels = synthetic_images(200, 28, 1, seed=1)  # conftest.write_mnist's test images
@@ -185,8 +186,8 @@ def test_truncated_image_in_a_subprocess_has_no_traceback(mnist_run, user_images
 
 
 def test_confusion_report_is_consistent_with_hapi(mnist_run, tmp_path):
-    from paddle_cnn.engine import load_run
-    from paddle_cnn.predict import class_names, confusion_report
+    from paddle_cnn.evaluate import confusion_report, load_run
+    from paddle_cnn.evaluate import output_names as class_names
 
     cfg, loaders, model = load_run(mnist_run)
     png = tmp_path / "confusion_matrix.png"

@@ -27,8 +27,9 @@ import pytest
 import yaml
 from visualdl import LogReader
 
-from conftest import popen, run_cli, tiny_config, write_cifar, write_mnist
 from paddle_cnn.cli import main
+
+from conftest import popen, run_cli, tiny_config, write_cifar, write_mnist
 
 ENV = {"OMP_NUM_THREADS": "1"}
 # Wall-clock fields differ between any two runs; everything else in a metrics row must not.
@@ -203,6 +204,9 @@ def _garbage(path: Path) -> None:
     path.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
 
 
+CIFAR_MEMBERS = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
 def _cifar_archive(path: Path, members: dict[str, bytes]) -> None:
     with tarfile.open(path, "w:gz") as tar:
         for name, blob in members.items():
@@ -243,7 +247,7 @@ CIFAR_DAMAGE = {
     "members-missing": (lambda p: _cifar_archive(p, {"data_batch_1": b"x", "readme": b"x"}),
                         ["has no data_batch_2", "data_batch_5", "cifar-10-batches-py"]),
     "member-not-a-pickle": (
-        lambda p: _cifar_archive(p, {n: b"not a pickle" for n in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]}),
+        lambda p: _cifar_archive(p, {n: b"not a pickle" for n in CIFAR_MEMBERS}),
         ["cifar-10-python.tar.gz", "could not be unpickled"]),
 }
 
@@ -414,12 +418,12 @@ def test_a_run_dir_under_a_regular_file_is_a_clear_error(command, a_file, capsys
 
 
 def test_an_os_error_mid_command_is_one_paragraph_not_a_traceback(finished_run, tmp_path, capsys, monkeypatch):
-    from paddle_cnn import engine
+    from paddle_cnn import evaluate
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(engine, "evaluate_run", full_disk)
+    monkeypatch.setattr(evaluate, "evaluate_run", full_disk)
     code, _, err = run_main(capsys, "evaluate", str(finished_run[0]))
     assert_refused(code, err, "No space left on device", "half-written", exit_code=1)
 
@@ -669,7 +673,8 @@ def test_same_config_and_seed_give_bit_identical_metrics(finished_run, tmp_path,
     assert run_main(capsys, "train", str(finished_run[1]), "--output-dir", str(again))[0] == 0
     assert rows(again) == rows(finished_run[0])
     other_seed = tmp_path / "seed1"
-    assert run_main(capsys, "train", str(finished_run[1]), "--output-dir", str(other_seed), "-o", "train.seed=1")[0] == 0
+    code = run_main(capsys, "train", str(finished_run[1]), "--output-dir", str(other_seed), "-o", "train.seed=1")[0]
+    assert code == 0
     assert rows(other_seed) != rows(finished_run[0])  # the comparison above can fail
 
 

@@ -106,8 +106,8 @@ def _trainable(model: paddle.nn.Layer) -> int:
 def test_trainable_parameter_count_matches_hand_arithmetic(stem, in_channels, use_residual):
     model = build_model("resnet18", in_channels=in_channels, use_residual=use_residual, stem=stem)
     assert _trainable(model) == _expected_trainable(stem, in_channels, use_residual)
-    bn_channels = sum(l.weight.shape[0] for l in model.sublayers()
-                      if isinstance(l, paddle.nn.BatchNorm2D))
+    bn_channels = sum(layer.weight.shape[0] for layer in model.sublayers()
+                      if isinstance(layer, paddle.nn.BatchNorm2D))
     all_params = sum(int(np.prod(p.shape)) for p in model.parameters())
     assert all_params == _expected_trainable(stem, in_channels, use_residual) + 2 * bn_channels
 
@@ -161,7 +161,7 @@ def test_every_plain_block_outputs_act_of_zero_when_its_conv_path_is_zeroed():
             if isinstance(layer, BasicBlock):
                 _zero_second_bn(layer)
                 layer.register_forward_post_hook(
-                    lambda l, inp, out, n=block_name: outputs.update({n: out.numpy()}))
+                    lambda module, inp, out, n=block_name: outputs.update({n: out.numpy()}))
         model.eval()
         model(x)
         assert len(outputs) == 8

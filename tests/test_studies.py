@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 import paddle
 import pytest
-from conftest import tiny_config
 from visualdl import LogReader
 
-from paddle_cnn import engine
+from paddle_cnn import callbacks, engine, network
 from paddle_cnn.compare import load_comparison
 from paddle_cnn.config import build_config, dump_yaml, load_config, read_yaml
 from paddle_cnn.data import class_names, load_splits
 from paddle_cnn.errors import ConfigError
 from paddle_cnn.registry import build_model
+
+from conftest import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 STUDIES = sorted((REPO / "configs" / "studies").glob("*.yaml"))
@@ -67,8 +68,8 @@ class _Recorder:
 def test_grad_norm_probe_reads_the_gradient_backward_produces():
     paddle.seed(0)
     net = paddle.nn.Sequential(paddle.nn.Conv2D(1, 2, 3), paddle.nn.Flatten(), paddle.nn.Linear(2 * 4 * 4, 3))
-    sink, progress = _Recorder(), engine.Progress(global_step=1)
-    probe = engine.GradNormProbe(net, sink, progress, every=2)
+    sink, progress = _Recorder(), callbacks.Progress(global_step=1)
+    probe = callbacks.GradNormProbe(net, sink, progress, every=2)
     probe.on_train_batch_begin(0)  # step 2: a logging step
     net(paddle.randn([4, 1, 6, 6])).square().mean().backward()
     probe.on_train_batch_end(0)
@@ -141,7 +142,7 @@ def test_init_from_and_freeze(tmp_path, data_root):
 
 def test_initialize_from_returns_the_tensors_it_skipped():
     net5, net10 = build_model("lenet", num_classes=5), build_model("lenet", num_classes=10)
-    skipped = engine.initialize_from(net5, net10.state_dict(), "a 10-class lenet", log=lambda _: None)
+    skipped = network.initialize_from(net5, net10.state_dict(), "a 10-class lenet", log=lambda _: None)
     assert skipped == ["fc7.bias", "fc7.weight"]
     np.testing.assert_array_equal(net5.conv1.weight.numpy(), net10.conv1.weight.numpy())
 

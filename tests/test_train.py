@@ -63,8 +63,8 @@ def test_metrics_have_one_row_per_epoch_with_true_means(finished_run):
 
 def test_dev_loss_is_the_mean_over_the_whole_dev_set(finished_run, data_root):
     """hapi reports the last batch's loss; we report the mean over all 100 dev images."""
-    from paddle_cnn.engine import evaluate_split, load_run
     from paddle_cnn.data import BatchLoader
+    from paddle_cnn.evaluate import evaluate_split, load_run
 
     run_dir, _ = finished_run
     cfg, loaders, model = load_run(run_dir)

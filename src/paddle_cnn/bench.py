@@ -1,7 +1,7 @@
 """`paddle-cnn bench`: training images/s of this project's real training step, against PyTorch and sgemm.
 
 The paddle side is exactly what `paddle-cnn train` runs: the config's network from
-engine.build_network, wrapped by engine.prepare_model (paddle.Model with SGD, CrossEntropyLoss,
+network.build_network, wrapped by engine.prepare_model (paddle.Model with SGD, CrossEntropyLoss,
 Accuracy), timed through `model.train_batch([x], [y])`, the call hapi's fit makes once per batch,
 on a fixed random numpy batch (fit also hands it numpy arrays). The PyTorch side
 (bench_torch.py) is the same network and step, in the same process, with as many threads.
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from . import bench_ops, engine, report, runtime
+from . import bench_ops, callbacks, engine, network, report, runtime
 from .config import Config, build_config
 from .errors import ConfigError
 from .registry import build_model, model_info
@@ -129,7 +129,7 @@ def paddle_train_step(spec: BenchSpec, batch: int, fast_conv: bool = False):
         (prepared paddle.Model, cfg, step() running model.train_batch on a fixed batch).
     """
     cfg = bench_config(spec, batch, fast_conv)
-    net = engine.build_network(cfg)
+    net = network.build_network(cfg)
     model = engine.prepare_model(cfg, net, spec.shape, max(1, EPOCH_IMAGES // batch))
     x, y = random_batch(spec.shape, batch)
 
@@ -195,7 +195,7 @@ def model_macs(cfg: Config, shape: tuple[int, int, int]) -> int:
         Multiply-accumulates per image.
     """
     with contextlib.redirect_stdout(io.StringIO()):
-        return report.count_macs(engine.build_network(cfg), shape)
+        return report.count_macs(network.build_network(cfg), shape)
 
 
 class _EpochTimer(paddle.callbacks.Callback):
@@ -203,7 +203,7 @@ class _EpochTimer(paddle.callbacks.Callback):
 
     def __init__(self):
         super().__init__()
-        self.meter = engine.LossMeter()
+        self.meter = callbacks.LossMeter()
         self.seconds = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -1,7 +1,7 @@
 """`paddle-cnn bench --inference`: images/s of the ways to run a trained model forward on a CPU.
 
 Sides, all on the same fixed random batch, in one process, with the same thread count:
-- eager: the network as `paddle-cnn evaluate RUN_DIR` runs it (engine.build_network, fast_conv on,
+- eager: the network as `paddle-cnn evaluate RUN_DIR` runs it (network.build_network, fast_conv on,
   eval mode, paddle.no_grad);
 - predictor: the model exported as `paddle-cnn export` does it (export.save_inference_model),
   run by paddle.inference without oneDNN;
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from . import bench, bench_torch, engine, runtime
+from . import bench, bench_torch, network, runtime
 from .errors import ConfigError
 
 SIDES = ("eager", "predictor", "onednn", "torch")
@@ -58,7 +58,7 @@ def inference_sides(spec: bench.BenchSpec, batch: int, folder: Path, threads: in
     from .inference import make_predictor, run_predictor
 
     cfg = bench.bench_config(spec, batch, fast_conv=True)
-    net = engine.build_network(cfg)
+    net = network.build_network(cfg)
     net.eval()
     x = bench.random_batch(spec.shape, batch)[0]
     save_inference_model(plain_network(cfg, net), folder, spec.shape)

@@ -101,7 +101,8 @@ def load_file(path: Path):
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; is this a run directory of a run that completed an epoch?")
+        raise CheckpointError(f"checkpoint {path} does not exist; is this a run directory of a run that "
+                              f"completed an epoch?")
     try:
         return paddle.load(str(path))
     except Exception as exc:  # truncated or foreign files raise many types; all mean "unreadable"

@@ -8,8 +8,6 @@ one paragraph with exit code 2; --debug shows the traceback instead.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
 import sys
 import warnings
@@ -296,9 +294,9 @@ def cmd_evaluate(args) -> int:
         print(f"{args.split}: loss {r['loss']:.4f}  accuracy {100 * r['acc']:.2f}% on {r['samples']} images "
               f"(paddle.inference, oneDNN {'on' if r['onednn'] else 'off'}; confusion matrix in {args.model})")
         return 0
-    from . import engine
+    from .evaluate import evaluate_run
 
-    r = engine.evaluate_run(Path(args.run_dir), args.split)
+    r = evaluate_run(Path(args.run_dir), args.split)
     print(f"{args.split}: loss {r['loss']:.4f}  accuracy {100 * r['acc']:.2f}% on {r['samples']} images "
           f"(written to {Path(args.run_dir) / rundir.RESULTS})")
     return 0
@@ -308,7 +306,7 @@ def cmd_report(args) -> int:
     """`paddle-cnn report`: model summary and MACs without training."""
     cfg = _load(args.config, args.override)
     from .data import input_size
-    from .engine import build_network
+    from .network import build_network
     from .report import model_report
 
     size = input_size(cfg.data)

@@ -85,7 +85,8 @@ class Comparison:
 
 
 def _label(overrides: dict[str, Any]) -> str:
-    return ",".join(f"{k.split('.')[-1]}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in overrides.items())
+    return ",".join(f"{k.split('.')[-1]}={json.dumps(v) if not isinstance(v, str) else v}"
+                    for k, v in overrides.items())
 
 
 def _variants(data: dict, source: str) -> list[Variant]:
@@ -121,7 +122,8 @@ def load_comparison(path: str | Path, cli_overrides: list[str] = ()) -> Comparis
         if key not in COMPARISON_KEYS:
             match = difflib.get_close_matches(str(key), COMPARISON_KEYS, n=1)
             hint = f"did you mean {match[0]!r}? " if match else ""
-            raise ConfigError(f"{path}: unknown key {key!r} in a comparison: {hint}valid keys are: {', '.join(COMPARISON_KEYS)}.")
+            raise ConfigError(f"{path}: unknown key {key!r} in a comparison: {hint}valid keys are: "
+                              f"{', '.join(COMPARISON_KEYS)}.")
     if "base" not in data:
         raise ConfigError(f"{path}: a comparison needs base: (the training config its variants start from).")
     base_path = (path.parent / str(data["base"])).resolve()
@@ -129,7 +131,8 @@ def load_comparison(path: str | Path, cli_overrides: list[str] = ()) -> Comparis
     if not isinstance(overrides, dict):
         raise ConfigError(f"{path}: overrides: must map dotted keys to values.")
     seeds = data.get("seeds", [0])
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+    integers = isinstance(seeds, list) and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    if not seeds or not integers:
         raise ConfigError(f"{path}: seeds: must be a non-empty list of integers, e.g. [0, 1, 2].")
     variants = _variants(data, str(path))
     if len({v.label for v in variants}) != len(variants):
@@ -189,13 +192,14 @@ def run_comparison(comparison: Comparison, out_dir: Path, overwrite: bool = Fals
         The Markdown table (also in comparison.md).
     """
     from . import engine
+    from .network import build_network
 
     out_dir = Path(out_dir)
     _check_init_runs(comparison)
     _prepare_dir(out_dir, overwrite, resume)
     for seed in comparison.seeds:
         # Shared layers start equal: every variant of this seed copies them from the first variant.
-        shared = engine.build_network(comparison.config(comparison.variants[0], seed)).state_dict()
+        shared = build_network(comparison.config(comparison.variants[0], seed)).state_dict()
         for variant in comparison.variants:
             run_dir = out_dir / run_dir_name(variant.label) / f"seed{seed}"
             status = rundir.status(run_dir)
@@ -281,7 +285,7 @@ def write_summary(comparison: Comparison, out_dir: Path) -> str:
         The Markdown report.
     """
     from .fileio import write_json, write_text
-    from .report import plot_comparison
+    from .plots import plot_comparison
 
     collected = [summarise_variant(comparison, v, out_dir) for v in comparison.variants]
     summaries = [s for s, _ in collected]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import paddle
+
 # Imported here, not in the functions: SOT traces fast_conv's forward, and cannot trace an import.
 from paddle.base.dygraph.base import in_sot_simulation_mode
 from paddle.hapi.dynamic_flops import count_convNd

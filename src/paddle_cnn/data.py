@@ -411,17 +411,18 @@ def load_raw_splits(cfg: DataConfig, seed: int, names=("train", "dev", "test")) 
     return {name: splits[name] for name in names}
 
 
-def load_splits(cfg: DataConfig, in_channels: int, seed: int) -> dict[str, Split]:
-    """Read and preprocess train, dev and test splits.
+def load_splits(cfg: DataConfig, in_channels: int, seed: int, names=("train", "dev", "test")) -> dict[str, Split]:
+    """Read and preprocess splits (train, dev and test by default).
 
     Args:
         cfg: the data section.
         in_channels: channels the model expects.
         seed: the run's seed (dev split and subsets depend on it).
+        names: the splits wanted; only these are preprocessed.
     Returns:
-        {"train": Split, "dev": Split, "test": Split}.
+        {name: Split}.
     """
-    raw = load_raw_splits(cfg, seed)
+    raw = load_raw_splits(cfg, seed, names)
     return {name: Split(preprocess(split.images, cfg, in_channels), split.labels) for name, split in raw.items()}
 
 

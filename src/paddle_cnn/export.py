@@ -30,11 +30,21 @@ import paddle
 from . import fileio
 from .config import to_dict
 from .data import load_raw_splits, preprocess
-from .engine import build_network, load_network
 from .errors import ExportError
-from .inference import (EXPORT_FILES, MODEL_FILE, PARAMS_FILE, PREFIX, PREPROCESS_FILE, REPORT_FILE,
-                        file_digest, make_predictor, run_predictor)
-from .predict import class_names, file_preprocessing
+from .evaluate import load_network, output_names
+from .inference import (
+    EXPORT_FILES,
+    MODEL_FILE,
+    PARAMS_FILE,
+    PREFIX,
+    PREPROCESS_FILE,
+    REPORT_FILE,
+    file_digest,
+    make_predictor,
+    run_predictor,
+)
+from .network import build_network
+from .predict import file_preprocessing
 
 PARITY_IMAGES = 64  # first test images checked on every export
 ONNX_FILE, ONNX_OPSET = f"{PREFIX}.onnx", 13
@@ -98,7 +108,8 @@ def save_inference_model(net, folder: Path, shape: tuple[int, int, int]) -> None
         paddle.jit.save(net, str(folder / PREFIX), input_spec=spec)
     except Exception as exc:  # to_static raises many types for code it cannot convert
         raise ExportError(f"paddle.jit.save could not export {type(net).__name__} ({type(exc).__name__}: "
-                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); nothing was written.") from None
+                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
+                          f"nothing was written.") from None
     if not (folder / MODEL_FILE).is_file():
         raise ExportError(f"paddle.jit.save wrote no {MODEL_FILE} in {folder} (this Paddle writes "
                           f"{', '.join(os.listdir(folder))}); this project needs Paddle 3's JSON format.")
@@ -114,7 +125,7 @@ def preprocess_record(cfg, shape: tuple[int, int, int]) -> dict:
     """
     from .data import CHANNEL_RULE, RESIZE_RULE
 
-    names = class_names(cfg)
+    names = output_names(cfg)
     return {
         **file_preprocessing(cfg),
         "resize": RESIZE_RULE,
