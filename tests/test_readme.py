@@ -1,4 +1,5 @@
-"""The README stays true to the code: every config key, every command, the CI's install and test steps."""
+"""The README and docs/ stay true to the code: every config key, every command, the CI's install and test steps,
+every link; and the README stays short enough to read in ten minutes (the long material lives in docs/)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from paddle_cnn.registry import COMMON_OPTIONS, model_info, model_names, option_
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
+DOCS = REPO / "docs"
+CONFIG_DOC = (DOCS / "config.md").read_text()  # the config reference and the per-model options table
+README_MAX_CHARS = 15_000
 
 
 def _keys(cls, prefix=""):
@@ -34,20 +38,20 @@ def _yaml_text(value) -> str:
 
 def test_config_reference_lists_every_key_with_its_default():
     for key, default in _keys(Config):
-        row = re.search(rf"^\| `{re.escape(key)}` \| `([^`]*)` \|", README, re.MULTILINE)
-        assert row, f"README config reference lacks {key}"
+        row = re.search(rf"^\| `{re.escape(key)}` \| `([^`]*)` \|", CONFIG_DOC, re.MULTILINE)
+        assert row, f"docs/config.md config reference lacks {key}"
         shown = _yaml_text(default)
-        assert row.group(1) == shown, f"{key}: README says {row.group(1)}, code says {shown}"
+        assert row.group(1) == shown, f"{key}: docs/config.md says {row.group(1)}, code says {shown}"
 
 
 def test_every_registered_model_is_named_in_the_reference():
-    row = re.search(r"^\| `model.name` .*$", README, re.MULTILINE).group(0)
+    row = re.search(r"^\| `model.name` .*$", CONFIG_DOC, re.MULTILINE).group(0)
     for name in model_names():
         assert f"`{name}`" in row, name
 
 
 def _options_row(name: str) -> str:
-    """The README row of a registered model, generated from its factory signature and metadata."""
+    """The docs/config.md row of a registered model, generated from its factory signature and metadata."""
     info = model_info(name)
     options = [f"`{k}: {_yaml_text(default)}`" for k, (_, default) in option_specs(name).items()
                if k not in COMMON_OPTIONS]
@@ -56,8 +60,8 @@ def _options_row(name: str) -> str:
 
 
 def test_model_options_table_matches_the_registry():
-    table = README.split("| model | native input | options (default) |\n|---|---|---|\n", 1)[1].split("\n\n")[0]
-    assert table.splitlines() == [_options_row(n) for n in model_names()], "regenerate the README model options table"
+    table = CONFIG_DOC.split("| model | native input | options (default) |\n|---|---|---|\n", 1)[1].split("\n\n")[0]
+    assert table.splitlines() == [_options_row(n) for n in model_names()], "regenerate the docs/config.md model options table"
 
 
 def test_every_subcommand_is_documented():
@@ -71,3 +75,49 @@ def test_ci_runs_the_readme_install_and_test_commands():
     assert 'pip install -e ".[dev]"' in README and 'pip install --quiet -e ".[dev]"' in ci
     assert "python -m pytest" in README and re.search(r"^python -m pytest$", ci, re.MULTILINE)
     assert "bash scripts/install_browser.sh" in README and "bash scripts/install_browser.sh" in ci
+
+
+# --- README size and the docs/ pages it links ------------------------------------------------------------------
+
+_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")  # [text](target) and ![alt](target)
+
+
+def _pages():
+    return [REPO / "README.md", *sorted(DOCS.glob("*.md"))]
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.MULTILINE | re.DOTALL)  # no headings in code
+    return {_slug(m.group(1)) for m in re.finditer(r"^#{1,6} (.+)$", text, re.MULTILINE)}
+
+
+def test_readme_stays_short():
+    assert len(README) < README_MAX_CHARS, (
+        f"README.md has {len(README):,} characters (limit {README_MAX_CHARS:,}): move long material to docs/")
+
+
+def test_readme_links_every_docs_page_and_every_linked_page_exists():
+    linked = {t.split("#")[0] for t in _LINK.findall(README) if t.startswith("docs/") and ".md" in t}
+    for target in linked:
+        assert (REPO / target).is_file(), f"README.md links {target}, which does not exist"
+    pages = {f"docs/{p.name}" for p in DOCS.glob("*.md")}
+    assert pages, "docs/ has no pages"
+    assert pages <= linked, f"docs pages not linked from README.md: {sorted(pages - linked)}"
+
+
+def test_every_link_and_image_resolves():
+    for page in _pages():
+        for target in _LINK.findall(page.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s), mailto: not checked offline
+            path, _, anchor = target.partition("#")
+            dest = (page.parent / path).resolve() if path else page
+            where = f"{page.relative_to(REPO)} links {target}"
+            assert dest.exists(), f"{where}: no such file"
+            if anchor and dest.suffix == ".md":
+                assert anchor in _anchors(dest), f"{where}: no such heading in {dest.relative_to(REPO)}"
