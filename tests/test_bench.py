@@ -7,8 +7,8 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_cnn import bench
-from paddle_cnn.bench_torch import TORCH_MODELS, build_torch_model
+from paddle_cnn.bench import common, training
+from paddle_cnn.bench.torch_twins import TORCH_MODELS, build_torch_model
 from paddle_cnn.cli import main
 from paddle_cnn.registry import build_model
 
@@ -49,7 +49,7 @@ def test_bench_includes_torch_when_installed(tmp_path):
 
 
 def test_bench_without_torch_installed_notes_it(tmp_path, monkeypatch):
-    monkeypatch.setattr("paddle_cnn.bench_torch.torch_available", lambda: False)
+    monkeypatch.setattr("paddle_cnn.bench.torch_twins.torch_available", lambda: False)
     path = tmp_path / "bench.json"
     assert main(["bench", "--models", "lenet", "--batch", "2", "--steps", "1", "--repeats", "1",
                  "--json", str(path)]) == 0
@@ -59,9 +59,9 @@ def test_bench_without_torch_installed_notes_it(tmp_path, monkeypatch):
 
 
 def test_busy_machine_is_noted():
-    assert any("busy" in note for note in bench._notes(1.5, False, False))
-    assert bench._notes(0.1, True, True) == [] and bench._notes(None, True, True) == []
-    busy = bench.busy_cores(0.05)
+    assert any("busy" in note for note in common.notes(1.5, False, False))
+    assert common.notes(0.1, True, True) == [] and common.notes(None, True, True) == []
+    busy = common.busy_cores(0.05)
     assert busy is None or 0.0 <= busy <= (os.cpu_count() or 1) + 1e-6
 
 
@@ -85,10 +85,10 @@ def test_bench_ops_writes_rows(tmp_path):
 
 
 def test_fit_epoch_rate_runs_through_batchloader():
-    spec = bench.parse_models("lenet")[0]
-    model, _, step = bench.paddle_train_step(spec, 4)
+    spec = common.parse_models("lenet")[0]
+    model, _, step = training.paddle_train_step(spec, 4)
     step()
-    assert bench.epoch_rate(model, spec, batch=4, images=12) > 0
+    assert training.epoch_rate(model, spec, batch=4, images=12) > 0
 
 
 def _copy_paddle_to_torch(net, twin):

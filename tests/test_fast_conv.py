@@ -9,7 +9,8 @@ import paddle
 import pytest
 import yaml
 
-from paddle_cnn import bench, fast_conv, network, report
+from paddle_cnn import fast_conv, network, report
+from paddle_cnn.bench import common, training
 from paddle_cnn.cli import main
 from paddle_cnn.config import build_config
 from paddle_cnn.registry import build_model, model_info, model_names
@@ -185,8 +186,8 @@ def test_build_network_switches_convs_only_when_the_config_says_so(enabled):
 
 @pytest.mark.parametrize("enabled", [False, True])
 def test_bench_sides_build_the_network_they_are_named_after(enabled):
-    spec = bench.parse_models("lenet")[0]
-    model = bench.paddle_train_step(spec, 2, fast_conv=enabled)[0]
+    spec = common.parse_models("lenet")[0]
+    model = training.paddle_train_step(spec, 2, fast_conv=enabled)[0]
     fast = [layer for layer in model.network.sublayers() if type(layer) is fast_conv.FastConv2D]
     assert len(fast) == (3 if enabled else 0)
 

@@ -153,7 +153,7 @@ def test_register_model_carries_metadata_and_checks_the_factory(monkeypatch):
     with pytest.raises(ValueError, match="must take in_channels"):
         register_model(lambda num_classes=10: None)
 
-    from paddle_cnn.bench import parse_models
+    from paddle_cnn.bench.common import parse_models
 
     assert parse_models("tiny_test_model")[0].shape == (2, 20, 20)  # bench reads the metadata
 

@@ -4,8 +4,9 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_cnn.bench_ops import format_ops_table, run_ops_bench
-from paddle_cnn.ops import (
+from paddle_cnn.bench.ops import format_ops_table, run_ops_bench
+from paddle_cnn.registry import build_model, model_names
+from paddle_cnn.scratch_ops import (
     AvgPool2DScratch,
     Conv2DScratch,
     MaxPool2DScratch,
@@ -14,7 +15,6 @@ from paddle_cnn.ops import (
     flops_counters,
     output_size,
 )
-from paddle_cnn.registry import build_model, model_names
 
 from numerics import assert_network_within_rounding, assert_within_rounding, conv_reduction_length, magnitudes
 

@@ -61,7 +61,8 @@ def _options_row(name: str) -> str:
 
 def test_model_options_table_matches_the_registry():
     table = CONFIG_DOC.split("| model | native input | options (default) |\n|---|---|---|\n", 1)[1].split("\n\n")[0]
-    assert table.splitlines() == [_options_row(n) for n in model_names()], "regenerate the docs/config.md model options table"
+    expected = [_options_row(n) for n in model_names()]
+    assert table.splitlines() == expected, "regenerate the docs/config.md model options table"
 
 
 def test_every_subcommand_is_documented():

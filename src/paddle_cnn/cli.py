@@ -341,7 +341,7 @@ def cmd_bench(args) -> int:
     if args.json:
         check_output_file(args.json, "benchmark results", "--json")
     runtime.setup()
-    from .bench import run_bench_cli
+    from .bench.cli import run_bench_cli
 
     return run_bench_cli(args)
 

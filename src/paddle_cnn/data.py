@@ -5,6 +5,10 @@ that costs as much as a LeNet step. Here each split is read once with the real M
 classes, turned into one float32 NCHW array with paddle.vision.transforms (Resize per image, once;
 Normalize on the whole array), and a BatchLoader slices batches out of memory. Shuffling and
 augmentation are keyed by (seed, epoch), so a resumed run sees exactly the batches it would have.
+
+Over 400 lines: two file formats' readers with their damage checks, the preprocessing spec that
+exports record, the split rules and the loader. Left in one module for now because the export's
+preprocess.json must come from exactly the code training uses; a datasets/loader split is next.
 """
 
 from __future__ import annotations

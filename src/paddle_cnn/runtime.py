@@ -184,6 +184,33 @@ def git_commit() -> str | None:
     return head + ("-dirty" if dirty else "")
 
 
+def versions() -> dict:
+    """Versions of Python, Paddle and numpy in this process.
+
+    Returns:
+        {"python", "paddle", "numpy"}.
+    """
+    import numpy
+    import paddle
+
+    return {"python": platform.python_version(), "paddle": paddle.__version__, "numpy": numpy.__version__}
+
+
+def cpu_record() -> dict:
+    """The CPU this runs on, so every recorded figure can name it.
+
+    Returns:
+        {"vendor", "model", "cores"}; the model name from /proc/cpuinfo where there is one.
+    """
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+                 platform.processor())
+    return {"vendor": cpu_vendor(), "model": model, "cores": available_cores()}
+
+
 def environment_record(device: str) -> dict:
     """Everything needed to know how a run was executed (for env.json).
 
@@ -192,14 +219,10 @@ def environment_record(device: str) -> dict:
     Returns:
         A JSON-serialisable dict.
     """
-    import numpy
-    import paddle
-
     return {
-        "python": platform.python_version(),
-        "paddle": paddle.__version__,
-        "numpy": numpy.__version__,
+        **versions(),
         "platform": platform.platform(),
+        "cpu": cpu_record(),
         "device": device,
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "mkl_debug_cpu_type": os.environ.get("MKL_DEBUG_CPU_TYPE"),

@@ -1,4 +1,4 @@
-"""LeNet-5 built from the from-scratch operators in paddle_cnn.ops (nndl 5.1-5.2 exercise).
+"""LeNet-5 built from the from-scratch operators in paddle_cnn.scratch_ops (nndl 5.1-5.2 exercise).
 
 Same layer names, parameter names and shapes as models/lenet.py's `lenet5`, so a state_dict trained
 with one loads into the other and both give the same outputs: a check that the scratch operators are
@@ -7,8 +7,8 @@ right, and a way to compare their speed inside a whole network.
 
 from __future__ import annotations
 
-from ..ops import AvgPool2DScratch, Conv2DScratch, MaxPool2DScratch
 from ..registry import register_model
+from ..scratch_ops import AvgPool2DScratch, Conv2DScratch, MaxPool2DScratch
 from .lenet import LeNet5
 
 

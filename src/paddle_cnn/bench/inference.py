@@ -7,7 +7,7 @@ Sides, all on the same fixed random batch, in one process, with the same thread 
   run by paddle.inference without oneDNN;
 - onednn: the same predictor with Config.enable_onednn() (what `--model` uses by default on CPU);
 - torch: the PyTorch twin in eval mode under no_grad, when torch is installed (optional).
-Repetitions alternate between sides and the median is reported, as in bench.py. Batch 1 gets
+Repetitions alternate between sides and the median is reported, as in training.py. Batch 1 gets
 32x the calls per repetition so that its timing is not one call long.
 """
 
@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from . import bench, bench_torch, network, runtime
-from .errors import ConfigError
+from .. import network, runtime
+from ..errors import ConfigError
+from . import common, torch_twins
 
 SIDES = ("eager", "predictor", "onednn", "torch")
 SMALL_BATCH_CALLS = 32  # batch 1 (and other small batches) time this many times more calls
@@ -45,7 +46,7 @@ def parse_batches(text: str) -> list[int]:
     return batches
 
 
-def inference_sides(spec: bench.BenchSpec, batch: int, folder: Path, threads: int, with_torch: bool) -> tuple:
+def inference_sides(spec: common.BenchSpec, batch: int, folder: Path, threads: int, with_torch: bool) -> tuple:
     """Build every side's forward step for one model and batch size.
 
     Args:
@@ -54,13 +55,13 @@ def inference_sides(spec: bench.BenchSpec, batch: int, folder: Path, threads: in
     Returns:
         ({side: step()}, {side: max |outputs - eager outputs|} for the predictors).
     """
-    from .export import plain_network, save_inference_model
-    from .inference import make_predictor, run_predictor
+    from ..export import plain_network, save_inference_model
+    from ..inference import make_predictor, run_predictor
 
-    cfg = bench.bench_config(spec, batch, fast_conv=True)
+    cfg = common.bench_config(spec, batch, fast_conv=True)
     net = network.build_network(cfg)
     net.eval()
-    x = bench.random_batch(spec.shape, batch)[0]
+    x = common.random_batch(spec.shape, batch)[0]
     save_inference_model(plain_network(cfg, net), folder, spec.shape)
 
     def eager():
@@ -71,12 +72,12 @@ def inference_sides(spec: bench.BenchSpec, batch: int, folder: Path, threads: in
     sides = {"eager": eager, **{side: (lambda p=p: run_predictor(p, x)) for side, p in predictors.items()}}
     expected = eager()
     diffs = {side: float(np.abs(run_predictor(p, x) - expected).max()) for side, p in predictors.items()}
-    if with_torch and spec.name in bench_torch.TORCH_MODELS:
-        sides["torch"] = bench_torch.torch_eval_step(spec.name, spec.shape, batch, threads, spec.stem)
+    if with_torch and spec.name in torch_twins.TORCH_MODELS:
+        sides["torch"] = torch_twins.torch_eval_step(spec.name, spec.shape, batch, threads, spec.stem)
     return sides, diffs
 
 
-def bench_inference_model(spec: bench.BenchSpec, batch: int, steps: int, repeats: int, threads: int,
+def bench_inference_model(spec: common.BenchSpec, batch: int, steps: int, repeats: int, threads: int,
                           with_torch: bool) -> dict:
     """Images/s of every side for one model at one batch size.
 
@@ -89,7 +90,7 @@ def bench_inference_model(spec: bench.BenchSpec, batch: int, steps: int, repeats
     calls = steps * (SMALL_BATCH_CALLS if batch < 32 else 1)
     with tempfile.TemporaryDirectory(prefix="paddle-cnn-bench-") as tmp:
         sides, diffs = inference_sides(spec, batch, Path(tmp), threads, with_torch)
-        rates = bench.time_sides(sides, batch, calls, repeats)
+        rates = common.time_sides(sides, batch, calls, repeats)
     row = {"model": spec.label, "name": spec.name, "stem": spec.stem, "input": list(spec.shape), "batch": batch,
            "calls_per_repeat": calls, "max_abs_diff": diffs,
            "torch_note": None if "torch" in sides or not with_torch else f"no PyTorch twin of {spec.name}"}
@@ -109,7 +110,7 @@ def run_inference_bench(specs: list, batches: list[int], steps: int, repeats: in
     """Bench every model at every batch size.
 
     Args:
-        specs: models (bench.parse_models). batches: batch sizes. steps, repeats: see bench_inference_model.
+        specs: models (common.parse_models). batches: batch sizes. steps, repeats: see bench_inference_model.
         with_torch: include PyTorch when it is installed.
         log: progress lines.
     Returns:
@@ -120,12 +121,12 @@ def run_inference_bench(specs: list, batches: list[int], steps: int, repeats: in
     runtime.select_device("cpu")
     threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
     result = {"command": runtime.COMMAND, "kind": "inference", "batches": batches, "steps": steps,
-              "repeats": repeats, "warmup_steps": bench.WARMUP_STEPS, **bench.environment(threads),
-              "load_average_before": os.getloadavg(), "busy_cores_before": bench.busy_cores()}
-    torch_ok = with_torch and bench_torch.torch_available()
-    result["notes"] = bench._notes(result["busy_cores_before"], with_torch, torch_ok)
+              "repeats": repeats, "warmup_steps": common.WARMUP_STEPS, **common.environment(threads),
+              "load_average_before": os.getloadavg(), "busy_cores_before": common.busy_cores()}
+    torch_ok = with_torch and torch_twins.torch_available()
+    result["notes"] = common.notes(result["busy_cores_before"], with_torch, torch_ok)
     if torch_ok:
-        result["versions"]["torch"] = bench_torch.torch_info()["version"]
+        result["versions"]["torch"] = torch_twins.torch_info()["version"]
     rows = []
     for spec in specs:
         for batch in batches:
@@ -147,7 +148,7 @@ def format_inference_table(result: dict) -> str:
     head = ["model", "input", "batch", "eager img/s", "predictor img/s", "oneDNN img/s", "torch img/s",
             "oneDNN/eager", "oneDNN/torch", "oneDNN ms/batch", "max |diff| (pred / oneDNN)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
-    fmt = bench._fmt
+    fmt = common.fmt
     for r in result["rows"]:
         d = r["max_abs_diff"]
         lines.append("| " + " | ".join([

@@ -1,4 +1,4 @@
-"""Forward-time comparison of the from-scratch operators (paddle_cnn.ops) with paddle.nn's.
+"""Forward-time comparison of the from-scratch operators (paddle_cnn.scratch_ops) with paddle.nn's.
 
 Both sides run in the same process on the same input, under paddle.no_grad() so that only the
 forward computation is timed, one untimed warm-up call first (first-call kernel selection and
@@ -14,8 +14,8 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from . import fast_conv
-from .ops import AvgPool2DScratch, Conv2DScratch, MaxPool2DScratch
+from .. import fast_conv
+from ..scratch_ops import AvgPool2DScratch, Conv2DScratch, MaxPool2DScratch
 
 # (op, channels in, channels out, side, kernel, stride, padding): LeNet's layers on its 32x32 input
 # plus a ResNet-style 64->64 3x3 stage at CIFAR resolution, where the cost of a Python loop over
