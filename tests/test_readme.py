@@ -122,3 +122,12 @@ def test_every_link_and_image_resolves():
             assert dest.exists(), f"{where}: no such file"
             if anchor and dest.suffix == ".md":
                 assert anchor in _anchors(dest), f"{where}: no such heading in {dest.relative_to(REPO)}"
+
+
+def test_module_map_names_every_module():
+    block = README.split("## Where things live", 1)[1].split("```", 2)[1]
+    src = REPO / "src" / "paddle_cnn"
+    names = {p.stem for p in src.glob("*.py") if not p.stem.startswith("__")}
+    names |= {p.stem for p in (src / "bench").glob("*.py") if not p.stem.startswith("__")} | {"models/", "bench/"}
+    missing = sorted(n for n in names if not re.search(rf"(?<![\w.]){re.escape(n)}(?![\w])", block))
+    assert not missing, f"the README's module map does not mention: {missing}"
