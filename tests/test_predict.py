@@ -105,9 +105,8 @@ def test_dataset_samples_give_one_line_each_and_a_png(mnist_run, capsys):
 
 def test_grid_pixels_are_the_dataset_pixels(mnist_run):
     """De-normalising the model input must give back the raw images (what the grid draws)."""
-    from paddle_cnn.data import dataset_stats
+    from paddle_cnn.data import dataset_stats, to_pixels
     from paddle_cnn.evaluate import load_run
-    from paddle_cnn.predict import to_pixels
 
     from conftest import synthetic_images
 

@@ -25,7 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from paddle_cnn.errors import UserError
-from paddle_cnn.signals import raising_on
+from paddle_cnn.signals import EXIT_INTERRUPTED, raising_on
 
 VISUALDL_LANGUAGES = ("en", "zh")
 PUBLIC_PATH = "/app"
@@ -275,7 +275,7 @@ def _serve(logdir: str, host: str, port: int | str, language: str) -> int:
     try:
         proc, url = start_server(logdir, host, parse_port(port, host), language)
     except KeyboardInterrupt:  # start_server has already stopped the server
-        return 130
+        return EXIT_INTERRUPTED
     try:
         print(f"VisualDL serving {logdir} at {url}{SCALAR_PAGE}  (Ctrl-C to stop)", flush=True)
         if host not in ("127.0.0.1", "localhost", "::1"):

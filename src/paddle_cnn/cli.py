@@ -16,10 +16,10 @@ from pathlib import Path
 from . import rundir, runtime
 from .errors import RunDirError, UserError
 from .fileio import check_output_dir, check_output_file
+from .signals import EXIT_INTERRUPTED
 
 EXIT_USER_ERROR = 2
 EXIT_OS_ERROR = 1
-EXIT_INTERRUPTED = 130
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:

@@ -296,6 +296,20 @@ def _check_finite(x: np.ndarray, mean: list[float], std: list[float]) -> None:
                         f"data.std {std} (a tiny std overflows float32) and the data files.")
 
 
+def to_pixels(images: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
+    """Undo the normalisation (the one place that does): (N, C, H, W) model inputs back to uint8 (N, H, W, C) pixels.
+
+    Args:
+        images: normalised batch.
+        mean: per-channel mean (pixel units) used to normalise.
+        std: per-channel std (pixel units).
+    Returns:
+        uint8 array (N, H, W, C).
+    """
+    pixels = images * np.asarray(std).reshape(1, -1, 1, 1) + np.asarray(mean).reshape(1, -1, 1, 1)
+    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
 def dataset_stats(cfg: DataConfig, in_channels: int) -> tuple[list[float], list[float]]:
     """Mean and std per channel in pixel units: the config's, else the dataset's own.
 

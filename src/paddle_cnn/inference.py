@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from . import rundir
-from .data import BatchLoader, Split, apply_preprocess, load_raw_splits
+from .data import BatchLoader, Split, apply_preprocess, load_raw_splits, to_pixels
 from .errors import ModelDirError
 from .evaluate import confusion_report
-from .predict import MAX_GRID, check_count, prepare_pixels, print_top3, sample_count, show_samples, to_pixels
+from .predict import MAX_GRID, check_count, prepare_pixels, print_top3, sample_count, show_samples
 
 PREFIX = "model"  # paddle.jit.save path prefix: model.json + model.pdiparams
 MODEL_FILE, PARAMS_FILE = f"{PREFIX}.json", f"{PREFIX}.pdiparams"

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from . import rundir
-from .data import apply_preprocess, dataset_stats, input_size, preprocess_spec
+from .data import apply_preprocess, dataset_stats, input_size, preprocess_spec, to_pixels
 from .errors import DataError, UserError
 from .evaluate import load_network, load_run, output_names, predict_logits, softmax
 from .plots import plot_grid
@@ -95,20 +95,6 @@ def show_samples(labels: np.ndarray, logits: np.ndarray, names: list[str], pixel
     plot_grid(pixels, [names[t] for t in labels[:MAX_GRID]], [names[p] for p in pred[:MAX_GRID]], path,
               f"{title}, accuracy {100 * acc:.1f}% on these {count} samples{shown}")
     print(f"predictions.png: {path}")
-
-
-def to_pixels(images: np.ndarray, mean: list[float], std: list[float]) -> np.ndarray:
-    """Undo the normalisation: (N, C, H, W) model inputs back to uint8 (N, H, W, C) pixels.
-
-    Args:
-        images: normalised batch.
-        mean: per-channel mean (pixel units) used to normalise.
-        std: per-channel std (pixel units).
-    Returns:
-        uint8 array (N, H, W, C).
-    """
-    pixels = images * np.asarray(std).reshape(1, -1, 1, 1) + np.asarray(mean).reshape(1, -1, 1, 1)
-    return np.clip(np.rint(pixels), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def read_image(path: Path, mode: str) -> np.ndarray:

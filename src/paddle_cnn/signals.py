@@ -12,6 +12,8 @@ import contextlib
 import signal
 from typing import Callable, Iterator
 
+EXIT_INTERRUPTED = 130  # 128 + SIGINT: what a shell reports for a command stopped by Ctrl-C
+
 
 @contextlib.contextmanager
 def raising_on(signums: tuple[int, ...], make_exc: Callable[[], BaseException]) -> Iterator[None]:

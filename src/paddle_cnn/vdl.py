@@ -129,9 +129,9 @@ class VdlLogger:
             mean: per-channel mean used for normalisation (pixel units).
             std: per-channel std (pixel units).
         """
-        pixels = images * np.array(std).reshape(-1, 1, 1) + np.array(mean).reshape(-1, 1, 1)
-        for i, (img, label) in enumerate(zip(pixels, labels)):
-            hwc = np.clip(img.transpose(1, 2, 0), 0, 255).astype("uint8")
+        from .data import to_pixels
+
+        for i, (hwc, label) in enumerate(zip(to_pixels(images, mean, std), labels)):
             if hwc.shape[2] == 1:
                 hwc = np.repeat(hwc, 3, axis=2)
             self.writers["train"].add_image(f"inputs/{i}_{class_names[int(label)]}", hwc, 0)

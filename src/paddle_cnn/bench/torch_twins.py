@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-STEMS = ("imagenet", "cifar")
 # Registry names that have a PyTorch twin here -> the builder's keyword options.
 TORCH_MODELS = {
     "lenet": {"first_padding": 2},
@@ -84,6 +83,8 @@ def _resnet18(in_channels: int, num_classes: int, use_residual: bool, stem: str)
     elif stem == "cifar":
         layers = [nn.Conv2d(in_channels, 64, 3, stride=1, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU()]
     else:
+        from ..models.resnet import STEMS  # the paddle model's list: the twin has the same stems
+
         raise ValueError(f"unknown stem {stem!r}; valid: {', '.join(STEMS)}")
     channels = 64
     for index, out_ch in enumerate((64, 128, 256, 512)):
