@@ -23,7 +23,7 @@ from paddle_cnn.registry import (
 )
 
 # A valid non-default value for each string option (a new string option must add one here).
-STRING_VALUES = {"activation": "tanh", "stem": "cifar"}
+STRING_VALUES = {"activation": "tanh", "stem": "cifar", "shortcut_type": "B"}
 
 
 def _other_value(option: str, annotation, default):
