@@ -19,7 +19,7 @@ from __future__ import annotations
 import paddle
 import paddle.nn.functional as F
 
-from .compat import conv_flops_counter, conv_geometry, in_sot_tracing
+from .compat import ConvGeometry, conv_flops_counter, conv_geometry, in_sot_tracing
 
 # Where the batch-GEMM path wins, measured per layer by `paddle-cnn bench --conv` (forward +
 # backward, batch 128, 2 threads; the table is in the README): at every output of 16 pixels or
@@ -33,6 +33,11 @@ MAX_GEMM_OUTPUT = 2304  # C_out x pixels of one image
 MAX_POINTWISE_GEMM_PIXELS = 4
 
 
+def _geometry(layer) -> ConvGeometry:
+    """A Conv2D's geometry; enable() stores it once, as it is fixed after construction (per-forward hot path)."""
+    return layer.__dict__.get("_fast_conv_geometry") or conv_geometry(layer)
+
+
 def supported(layer) -> bool:
     """Whether fast_conv_forward computes exactly what this Conv2D computes.
 
@@ -41,7 +46,7 @@ def supported(layer) -> bool:
     Returns:
         True for NCHW, ungrouped, undilated convs with explicit zero padding.
     """
-    g = conv_geometry(layer)
+    g = _geometry(layer)
     return (g.data_format == "NCHW" and g.groups == 1 and g.padding_mode == "zeros"
             and g.padding_algorithm == "EXPLICIT" and g.dilation == (1, 1) and len(g.padding) == 2)
 
@@ -69,7 +74,7 @@ def takes_gemm(layer, x_shape) -> bool:
     Returns:
         uses_gemm for the layer's output size and kernel.
     """
-    g = conv_geometry(layer)
+    g = _geometry(layer)
     pointwise = g.kernel == (1, 1) and g.stride == (1, 1)
     return uses_gemm(layer.weight.shape[0], *output_size(layer, x_shape), pointwise=pointwise)
 
@@ -82,7 +87,7 @@ def output_size(layer, x_shape) -> tuple[int, int]:
     Returns:
         (out_h, out_w).
     """
-    (kh, kw), (sh, sw), (ph, pw), *_ = conv_geometry(layer)
+    (kh, kw), (sh, sw), (ph, pw), *_ = _geometry(layer)
     return (x_shape[2] + 2 * ph - kh) // sh + 1, (x_shape[3] + 2 * pw - kw) // sw + 1
 
 
@@ -95,7 +100,7 @@ def gemm_conv(layer, x: paddle.Tensor) -> paddle.Tensor:
         [N, C_out, out_h, out_w], layer's own result to float rounding.
     """
     n, c_in = x.shape[:2]
-    g = conv_geometry(layer)
+    g = _geometry(layer)
     (kh, kw), (oh, ow), c_out = g.kernel, output_size(layer, x.shape), layer.weight.shape[0]
     cols = F.unfold(x, [kh, kw], strides=list(g.stride), paddings=list(g.padding))
     cols = cols.transpose([0, 2, 1]).reshape([-1, c_in * kh * kw])  # [N*oh*ow, C*kh*kw]
@@ -113,7 +118,7 @@ def paddle_conv(layer, x: paddle.Tensor) -> paddle.Tensor:
     Returns:
         [N, C_out, out_h, out_w].
     """
-    g = conv_geometry(layer)
+    g = _geometry(layer)
     out = F.conv2d(x, layer.weight, None, list(g.stride), list(g.padding))
     return out if layer.bias is None else out + layer.bias.reshape([-1, 1, 1])
 
@@ -162,6 +167,7 @@ def enable(net) -> int:
     switched = 0
     for layer in net.sublayers(include_self=True):
         if type(layer) is paddle.nn.Conv2D and supported(layer):
+            layer.__dict__["_fast_conv_geometry"] = conv_geometry(layer)
             layer.__class__ = FastConv2D
             switched += 1
     return switched
