@@ -156,3 +156,27 @@ def test_missing_init_from_run_fails_before_any_variant_trains(tmp_path, data_ro
     out = tmp_path / "out"
     assert main(["compare", str(path), "--output-dir", str(out)]) == 2
     assert "pretrained" in capsys.readouterr().err and not out.exists()
+
+
+def test_two_axis_grid_puts_the_second_axis_in_panels_and_the_first_in_colours(tmp_path, data_root):
+    from paddle_cnn.compare import grid_curves
+    from paddle_cnn.plots import plot_comparison_grid
+
+    path = _write_comparison(tmp_path, data_root)
+    data = yaml.safe_load(path.read_text())
+    data["vary"] = {"optimizer.lr": [0.1, 0.01], "model.use_residual": [False, True]}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))  # the axes' order is the meaning
+    cmp = load_comparison(path)
+    # Fake per-seed curves whose train_acc encodes the variant, so a misplaced curve is visible.
+    collected = [({"overrides": v.overrides}, [[{"epoch": 1, "train_acc": i / 10, "dev_acc": i / 10}]] * 2)
+                 for i, v in enumerate(cmp.variants)]
+    panels = grid_curves(cmp, collected)
+    assert list(panels) == ["use_residual: false", "use_residual: true"]
+    for title, series in panels.items():
+        assert list(series) == ["0.1", "0.01"]
+        for lr, runs in series.items():
+            i = next(k for k, v in enumerate(cmp.variants) if v.overrides == {
+                "optimizer.lr": float(lr), "model.use_residual": title.endswith("true")})
+            assert runs[0][0]["train_acc"] == i / 10
+    plot_comparison_grid(panels, tmp_path / "grid.png", "grid")
+    assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"

@@ -44,6 +44,7 @@ class Comparison:
     variants: list[Variant]
     seeds: list[int]
     source: str
+    axes: dict[str, list] = field(default_factory=dict)  # the vary: axes, in file order ({} for variants:)
     base: Config = field(init=False)
 
     def __post_init__(self):
@@ -139,7 +140,7 @@ def load_comparison(path: str | Path, cli_overrides: list[str] = ()) -> Comparis
         raise ConfigError(f"{path}: two variants have the same label; give each a distinct label:.")
     comparison = Comparison(str(data.get("name") or path.stem), read_config_data(base_path),
                             [f"{k}={json.dumps(v)}" for k, v in overrides.items()] + list(cli_overrides),
-                            variants, seeds, str(path))
+                            variants, seeds, str(path), dict(data.get("vary") or {}))
     for variant in variants:
         comparison.config(variant, seeds[0])  # fail now, not after hours of training
     return comparison
@@ -285,7 +286,7 @@ def write_summary(comparison: Comparison, out_dir: Path) -> str:
         The Markdown report.
     """
     from .fileio import write_json, write_text
-    from .plots import plot_comparison
+    from .plots import plot_comparison, plot_comparison_grid
 
     collected = [summarise_variant(comparison, v, out_dir) for v in comparison.variants]
     summaries = [s for s, _ in collected]
@@ -299,4 +300,30 @@ def write_summary(comparison: Comparison, out_dir: Path) -> str:
     write_text(out_dir / "comparison.md", text)
     plot_comparison({s["label"]: c for s, c in collected}, out_dir / "comparison.png",
                     f"{comparison.name}: {comparison.base.model.name} on {comparison.base.data.name}")
-    return text + f"\nwritten: {out_dir / 'comparison.md'}, comparison.json, comparison.png\n"
+    written = "comparison.json, comparison.png"
+    if len(comparison.axes) == 2:  # a crossed grid: also the paper-style layout, one panel per arm
+        plot_comparison_grid(grid_curves(comparison, collected), out_dir / "comparison_grid.png",
+                             f"{comparison.name} on {comparison.base.data.name}")
+        written += ", comparison_grid.png"
+    return text + f"\nwritten: {out_dir / 'comparison.md'}, {written}\n"
+
+
+def grid_curves(comparison: Comparison, collected: list) -> dict:
+    """Curves of a two-axis comparison arranged for plot_comparison_grid.
+
+    Args:
+        comparison: a comparison with exactly two vary: axes.
+        collected: summarise_variant() results, in variant order.
+    Returns:
+        {panel title: {colour label: list of metrics rows per seed}}; the second axis gives the
+        panels (e.g. plain | residual), the first the colours (e.g. depth).
+    """
+    (colour_key, _), (panel_key, panel_values) = comparison.axes.items()
+    def title(value) -> str:
+        return f"{panel_key.split('.')[-1]}: {json.dumps(value) if not isinstance(value, str) else value}"
+
+    panels = {title(v): {} for v in panel_values}
+    for summary, curves in collected:
+        overrides = summary["overrides"]
+        panels[title(overrides[panel_key])][str(overrides[colour_key])] = curves
+    return panels

@@ -98,6 +98,39 @@ def plot_comparison(curves: dict[str, list[list[dict]]], path, title: str) -> No
     save_figure(fig, path)
 
 
+def plot_comparison_grid(panels: dict[str, dict[str, list[list[dict]]]], path, title: str) -> None:
+    """A two-axis comparison as He et al.'s Figure 6: one column per arm, colours for the other axis.
+
+    Top row training error, bottom row dev error, in % per epoch (solid: mean over seeds; band:
+    min-max); the y axes are shared so panels compare at a glance.
+
+    Args:
+        panels: panel title -> colour label -> list (one per seed) of metrics.jsonl rows.
+        path: PNG to write.
+        title: figure title.
+    """
+    plt = pyplot()
+    fig, axes = plt.subplots(2, len(panels), figsize=(5.2 * len(panels), 7.4), sharey="row", squeeze=False)
+    for col, (panel, series) in enumerate(panels.items()):
+        for i, (label, runs) in enumerate(series.items()):
+            n = min(len(r) for r in runs)
+            epochs = [row["epoch"] for row in runs[0][:n]]
+            for row_ax, key in ((axes[0, col], "train_acc"), (axes[1, col], "dev_acc")):
+                err = np.array([[100 * (1 - row[key]) for row in r[:n]] for r in runs])
+                row_ax.plot(epochs, err.mean(0), "o-", color=f"C{i}", label=f"{label} (mean of {len(runs)})")
+                if len(runs) > 1:
+                    row_ax.fill_between(epochs, err.min(0), err.max(0), color=f"C{i}", alpha=0.2)
+        axes[0, col].set_title(panel)
+        for row_ax, what in ((axes[0, col], "training"), (axes[1, col], "dev")):
+            row_ax.set(xlabel="epoch", ylabel=f"{what} error (%)")
+            row_ax.grid(alpha=0.3)
+            row_ax.legend(fontsize=8)
+            row_ax.xaxis.get_major_locator().set_params(integer=True)
+    fig.suptitle(title + "  (training error: during each epoch, augmented; bands: min-max over seeds)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
 def plot_confusion(matrix: np.ndarray, names: list[str], path, title: str) -> None:
     """Draw a confusion matrix: counts in the cells, blue diagonal, red errors, shade = share of the row.
 
