@@ -92,6 +92,8 @@ class OptimizerConfig:
     lr: float = field(default=0.01, metadata={"min_exclusive": 0.0})
     momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 0.999})
     weight_decay: float = field(default=0.0, metadata={"min": 0.0})
+    # Rescale the gradients so their global L2 norm (all parameters together) is at most this; null: off.
+    grad_clip_norm: float | None = field(default=None, metadata={"min_exclusive": 0.0})
 
 
 @dataclass

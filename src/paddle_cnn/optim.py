@@ -54,7 +54,9 @@ def build_optimizer(cfg: Config, parameters, steps_per_epoch: int) -> paddle.opt
     """
     o = cfg.optimizer
     lr = build_schedule(cfg, steps_per_epoch)
-    common = {"learning_rate": lr, "parameters": parameters, "weight_decay": o.weight_decay or None}
+    clip = paddle.nn.ClipGradByGlobalNorm(o.grad_clip_norm) if o.grad_clip_norm else None
+    common = {"learning_rate": lr, "parameters": parameters, "weight_decay": o.weight_decay or None,
+              "grad_clip": clip}
     opt = paddle.optimizer
     builders = {
         "sgd": lambda: opt.SGD(**common),
