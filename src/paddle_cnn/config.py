@@ -108,6 +108,14 @@ class ScheduleConfig:
 
 
 @dataclass
+class LossConfig:
+    """The training loss; dev and test are always scored with plain cross-entropy."""
+
+    # Target (1 - eps) on the true class plus eps spread evenly over all classes (Szegedy et al. 2016).
+    label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max": 0.99})
+
+
+@dataclass
 class TrainConfig:
     """The training loop."""
 
@@ -146,6 +154,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)

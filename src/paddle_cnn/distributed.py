@@ -40,10 +40,10 @@ import signal
 import numpy as np
 import paddle
 import paddle.distributed as dist
-import paddle.nn.functional as F
 
 from . import compat, runtime
 from .errors import TrainingFailed
+from .losses import cross_entropy_sum
 
 _STOP = {"requested": False}  # set by SIGTERM during fit(), acted on by every rank at the same step
 
@@ -87,9 +87,9 @@ class GlobalMeanLoss(paddle.nn.Layer):
     In evaluation (no gradient) each rank holds a whole batch: the value is its plain mean.
     """
 
-    def __init__(self, world: int):
+    def __init__(self, world: int, label_smoothing: float = 0.0):
         super().__init__()
-        self.world = world
+        self.world, self.label_smoothing = world, label_smoothing
         self.count = 0  # samples behind the last value returned
 
     def forward(self, logits, label):
@@ -101,7 +101,7 @@ class GlobalMeanLoss(paddle.nn.Layer):
         Returns:
             A scalar tensor.
         """
-        local_sum = F.cross_entropy(logits, label, reduction="sum")
+        local_sum = cross_entropy_sum(logits, label, self.label_smoothing)
         n = int(label.shape[0])
         if not paddle.is_grad_enabled():
             self.count = n

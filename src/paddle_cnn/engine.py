@@ -22,6 +22,7 @@ from .config import Config, dump_yaml
 from .data import BatchLoader, class_names, dataset_stats, load_splits
 from .errors import CheckpointError, RunDirError, TrainingFailed
 from .evaluate import evaluate_split
+from .losses import TrainingLoss
 from .network import build_network, freeze, initialize_from
 from .plots import plot_curves
 from .report import model_report
@@ -51,7 +52,8 @@ def prepare_model(cfg: Config, net, input_shape, steps_per_epoch: int) -> paddle
     model = paddle.Model(net, inputs, labels)
     params = [p for p in net.parameters() if p.trainable and not p.stop_gradient]
     world = distributed.world_size()  # > 1 under paddle.distributed.launch: Model wraps net in DataParallel
-    loss = distributed.GlobalMeanLoss(world) if world > 1 else paddle.nn.CrossEntropyLoss()
+    smoothing = cfg.loss.label_smoothing
+    loss = distributed.GlobalMeanLoss(world, smoothing) if world > 1 else TrainingLoss(smoothing)
     model.prepare(build_optimizer(cfg, params, steps_per_epoch), loss, paddle.metric.Accuracy())
     return model
 
