@@ -149,7 +149,7 @@ def test_only_rank0_wrote_one_run_directory(launched):
     for split in ("train", "dev"):  # a second writer would have added its own record file
         assert len(list((tmp / "run" / "vdl" / split).glob("vdlrecords*"))) == 1
     assert not [p for p in (tmp / "run").rglob("*") if fileio.TEMP_MARK in p.name]
-    env = json.loads((tmp / "run" / "env.json").read_text())
+    env = json.loads((tmp / "run" / "env.json").read_text())["sessions"][-1]
     assert env["omp_num_threads"] == "1" and env["world_size"] == 2
     assert "rank 1/2" in (tmp / "log" / "workerlog.1").read_text()  # every rank logs to the launcher's log dir
 

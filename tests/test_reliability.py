@@ -581,7 +581,13 @@ def test_interrupted_run_resumes_to_exactly_the_uninterrupted_result(long_config
     proc = run_cli("train", "--resume", str(out), env=ENV, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert_same_run(out, reference_run)
-    assert json.loads((out / "env.json").read_text())["resumed"] is True
+    first, resumed = json.loads((out / "env.json").read_text())["sessions"]  # the first start's record is kept
+    assert first["resumed"] is False and resumed["resumed"] is True and resumed["start_epoch"] == done
+    train_log = (out / "train.log").read_text()  # both starts, the interruption between them, the end
+    marks = ["start, train.epochs 30: ", "epoch 1/30: train loss", " interrupted", f" resume after epoch {done}, ",
+             "epoch 30/30: train loss", " finished: test accuracy"]
+    found = [train_log.find(m) for m in marks]
+    assert -1 not in found and found == sorted(found), train_log
     # The rewritten VisualDL log still has the sample images and hyperparameters of the first start.
     tags = LogReader(file_path=str(next((out / "vdl" / "train").glob("vdlrecords*")))).get_tags()
     assert len(tags.get("image", [])) == 8 and tags.get("hyper_parameters")
@@ -680,7 +686,7 @@ def test_same_config_and_seed_give_bit_identical_metrics(finished_run, tmp_path,
 
 def test_env_json_records_versions_device_threads_command_and_commit(finished_run):
     run_dir, config = finished_run
-    env = json.loads((run_dir / "env.json").read_text())
+    (env,) = json.loads((run_dir / "env.json").read_text())["sessions"]
     assert env["python"] == platform.python_version()
     assert env["paddle"] == paddle.__version__ and env["numpy"] == np.__version__
     assert env["device"].startswith("cpu")

@@ -105,7 +105,7 @@ def test_model_report_files(finished_run):
 
 
 def test_env_records_threads_and_versions(finished_run):
-    env = json.loads((finished_run[0] / "env.json").read_text())
+    env = json.loads((finished_run[0] / "env.json").read_text())["sessions"][-1]
     assert env["paddle"] == paddle.__version__
     assert int(env["omp_num_threads"]) >= 1 and env["device"].startswith("cpu")
     assert "train" in env["command"]

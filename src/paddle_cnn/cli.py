@@ -1,4 +1,4 @@
-"""Command line: `paddle-cnn train|evaluate|report|compare|bench|board|predict|export`.
+"""Command line: `paddle-cnn train|evaluate|report|compare|runs|bench|board|predict|export`.
 
 Every command reads its config before paddle is imported, runs runtime.setup() (threads, MKL
 switch), and only then imports the modules that import paddle. Errors the user can fix print as
@@ -74,6 +74,11 @@ def _add_run_commands(sub) -> None:
     _output_args(p, "comparison", "<output.dir>/<comparison name>")
     p.add_argument("--resume", action="store_true", help="keep finished variant runs and resume unfinished ones")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("runs", help="one table of every run and comparison under a folder (status, accuracy, time)")
+    p.add_argument("dir", nargs="?", default="outputs", help="folder of runs (default: outputs)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.set_defaults(func=cmd_runs)
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -334,6 +339,13 @@ def cmd_compare(args) -> int:
         return EXIT_INTERRUPTED
     print(summary)
     return 0
+
+
+def cmd_runs(args) -> int:
+    """`paddle-cnn runs`: list the runs under a folder from their files (paddle is not imported)."""
+    from .runs import run_runs
+
+    return run_runs(args.dir, args.json)
 
 
 def cmd_bench(args) -> int:

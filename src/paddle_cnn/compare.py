@@ -296,7 +296,7 @@ def write_summary(comparison: Comparison, out_dir: Path) -> str:
               f"dev accuracy on {first['dev_samples']:,} images, test accuracy on {first['test_samples']:,} images "
               f"(best-dev checkpoint); mean ± sample std over seeds. MACs per image as counted by paddle.flops.\n\n")
     text = header + markdown_table(summaries) + "\n"
-    write_json(out_dir / "comparison.json", {"name": comparison.name, "seeds": comparison.seeds, "variants": summaries})
+    write_json(out_dir / rundir.COMPARISON, {"name": comparison.name, "seeds": comparison.seeds, "variants": summaries})
     write_text(out_dir / "comparison.md", text)
     plot_comparison({s["label"]: c for s, c in collected}, out_dir / "comparison.png",
                     f"{comparison.name}: {comparison.base.model.name} on {comparison.base.data.name}")

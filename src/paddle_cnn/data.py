@@ -13,6 +13,7 @@ preprocess.json must come from exactly the code training uses; a datasets/loader
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import socket
@@ -73,6 +74,9 @@ class Split:
 def data_root(cfg: DataConfig) -> Path:
     """Resolve where datasets live: data.root, else $PADDLE_CNN_DATA, else Paddle's cache.
 
+    A reopened run (evaluate, predict, export, --resume) first passes its section through
+    with_recorded_root, which slots the root the run was trained from in before Paddle's cache.
+
     Args:
         cfg: the data section.
     Returns:
@@ -83,6 +87,24 @@ def data_root(cfg: DataConfig) -> Path:
     if os.environ.get("PADDLE_CNN_DATA"):
         return Path(os.environ["PADDLE_CNN_DATA"]).expanduser()
     return Path("~/.cache/paddle/dataset").expanduser()
+
+
+def with_recorded_root(cfg: DataConfig, recorded: str | None) -> DataConfig:
+    """The data section to reopen a run with: the root it was trained from, if nothing else names one.
+
+    So a run trained with $PADDLE_CNN_DATA is evaluated without it. The order is data.root,
+    $PADDLE_CNN_DATA, the recorded root if it still holds the files, Paddle's cache.
+
+    Args:
+        cfg: the run's data section, as in its config.yaml.
+        recorded: the absolute data root the run recorded (runlog.recorded_data_root), or None.
+    Returns:
+        cfg itself, or a copy whose root is the recorded one.
+    """
+    if cfg.root or os.environ.get("PADDLE_CNN_DATA") or not recorded:
+        return cfg
+    candidate = dataclasses.replace(cfg, root=str(recorded))
+    return candidate if all(p.is_file() for p in expected_files(candidate)) else cfg
 
 
 def expected_files(cfg: DataConfig) -> list[Path]:

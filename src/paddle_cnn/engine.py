@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from . import distributed, fileio, rundir, signals
+from . import distributed, fileio, rundir, runlog, signals
 from .callbacks import GradNormProbe, NonFiniteLoss, Progress, RunRecorder
 from .checkpoint import BEST, LAST, load_checkpoint, load_file, load_weights, restore_optimizer
 from .config import Config, dump_yaml
-from .data import BatchLoader, class_names, dataset_stats, load_splits
+from .data import BatchLoader, class_names, data_root, dataset_stats, load_splits, with_recorded_root
 from .errors import CheckpointError, RunDirError, TrainingFailed
 from .evaluate import evaluate_split
 from .losses import TrainingLoss
@@ -136,15 +136,20 @@ def train(cfg: Config, run_dir: Path, resume: bool = False, log=print, init_stat
         is writing run_dir.
     """
     # Anywhere in a run, loading and testing included, SIGTERM acts as Ctrl-C; one writer at a time.
-    with sigterm_as_interrupt(), rundir.locked(Path(run_dir)):
-        return _train(cfg, Path(run_dir), resume, log, init_state)
+    train_log = runlog.TrainLog(Path(run_dir), log)
+    with sigterm_as_interrupt(), rundir.locked(Path(run_dir)), train_log.noting_the_end():
+        results = _train(cfg, Path(run_dir), resume, train_log, init_state)
+        train_log.note(f"finished: test accuracy {100 * results['test_acc']:.2f}% on {results['test_samples']} "
+                       f"images (best epoch {results['best_epoch']})")
+        return results
 
 
-def _train(cfg: Config, run_dir: Path, resume: bool, log, init_state: dict | None) -> dict:
+def _train(cfg: Config, run_dir: Path, resume: bool, log: runlog.TrainLog, init_state: dict | None) -> dict:
     """train() without the signal set-up."""
     started = time.perf_counter()
     device = select_device(cfg.runtime.device)
-    splits = load_splits(cfg.data, cfg.model.in_channels, cfg.train.seed)
+    data_cfg = with_recorded_root(cfg.data, runlog.recorded_data_root(run_dir))  # a resume without $PADDLE_CNN_DATA
+    splits = load_splits(data_cfg, cfg.model.in_channels, cfg.train.seed)
     loaders = make_loaders(cfg, splits)
     shape = tuple(splits["train"].images.shape[1:])
     report_net = build_network(cfg)  # a separate instance: summary runs a forward
@@ -163,7 +168,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, log, init_state: dict | Non
     freeze(net, cfg.model.freeze)
     model = prepare_model(cfg, net, shape, len(loaders["train"]))
     progress = _start_run(cfg, run_dir, model, report, resume)
-    fileio.write_json(run_dir / rundir.ENV, {**environment_record(device), "resumed": resume})
+    log.start(runlog.record_session(run_dir, environment_record(device), resume, progress.epoch, data_root(data_cfg)),
+              cfg.train.epochs)
     log(f"run directory: {run_dir}  ({len(splits['train'].labels)} train / {len(splits['dev'].labels)} dev / "
         f"{len(splits['test'].labels)} test images, {report[1]['trainable_params']:,} params, device {device})")
     vdl = VdlLogger(run_dir, (progress.epoch, progress.global_step) if resume else None, progress.rows)

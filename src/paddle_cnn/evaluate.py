@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from . import fileio, rundir
+from . import fileio, rundir, runlog
 from .callbacks import LossMeter
 from .checkpoint import BEST, LAST, load_checkpoint, load_file, load_weights
 from .config import load_config
-from .data import BatchLoader, load_splits
+from .data import BatchLoader, load_splits, with_recorded_root
 from .data import class_names as data_class_names
 from .errors import RunDirError
 from .network import build_network
@@ -148,7 +148,8 @@ def eval_model(net, input_shape) -> paddle.Model:
 def load_run(run_dir: Path, splits: tuple[str, ...] = ("dev", "test")):
     """Reopen a finished run for judging: config, loaders of the splits asked for, best weights.
 
-    Only those splits are read and preprocessed, and no optimizer or schedule is built.
+    Only those splits are read and preprocessed, and no optimizer or schedule is built. The data is
+    found where the run found it, if nothing else names a root (data.with_recorded_root).
 
     Args:
         run_dir: the run directory.
@@ -157,7 +158,8 @@ def load_run(run_dir: Path, splits: tuple[str, ...] = ("dev", "test")):
         (cfg, {split: BatchLoader in order}, evaluation-only paddle.Model).
     """
     cfg, net = load_network(run_dir)
-    data = load_splits(cfg.data, cfg.model.in_channels, cfg.train.seed, names=splits)
+    data_cfg = with_recorded_root(cfg.data, runlog.recorded_data_root(run_dir))
+    data = load_splits(data_cfg, cfg.model.in_channels, cfg.train.seed, names=splits)
     loaders = {name: BatchLoader(split, cfg.train.eval_batch_size) for name, split in data.items()}
     shape = tuple(next(iter(data.values())).images.shape[1:])
     return cfg, loaders, eval_model(net, shape)

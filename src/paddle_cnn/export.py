@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from . import fileio
+from . import fileio, runlog
 from .config import to_dict
-from .data import load_raw_splits, preprocess
+from .data import data_root, load_raw_splits, preprocess, with_recorded_root
 from .errors import ExportError
 from .evaluate import load_network, output_names
 from .inference import (
@@ -115,11 +115,12 @@ def save_inference_model(net, folder: Path, shape: tuple[int, int, int]) -> None
                           f"{', '.join(os.listdir(folder))}); this project needs Paddle 3's JSON format.")
 
 
-def preprocess_record(cfg, shape: tuple[int, int, int]) -> dict:
+def preprocess_record(cfg, shape: tuple[int, int, int], root: Path | None = None) -> dict:
     """The content of preprocess.json: input, preprocessing, classes, outputs, dataset.
 
     Args:
         cfg: the run config. shape: (C, H, W) of the model input.
+        root: the data root the export read (recorded absolute, for `--model` without $PADDLE_CNN_DATA).
     Returns:
         JSON-ready dict; read_mode, size, channels, mean, std are predict.prepare_pixels' arguments.
     """
@@ -136,7 +137,8 @@ def preprocess_record(cfg, shape: tuple[int, int, int]) -> dict:
         "classes": names,
         "output": {"shape": [None, len(names)], "meaning": "logits: unnormalised class scores (no softmax "
                    "in the graph); softmax gives probabilities, argmax the class, index i is classes[i]"},
-        "dataset": {"data": to_dict(cfg.data), "seed": cfg.train.seed},
+        "dataset": {"data": to_dict(cfg.data), "seed": cfg.train.seed,
+                    "data_root": str(root.expanduser().resolve()) if root else None},
         "model": {"name": cfg.model.name, "options": cfg.model.options()},
     }
 
@@ -165,15 +167,16 @@ def parity_tolerance(net, logits: np.ndarray) -> tuple[float, str]:
                  f"2^-24 x logit scale {scale:.3g} (worst-case rounding bound, independent of summation order)")
 
 
-def parity_batch(cfg) -> tuple[np.ndarray, np.ndarray, bool]:
+def parity_batch(cfg, data=None) -> tuple[np.ndarray, np.ndarray, bool]:
     """The first PARITY_IMAGES test images, preprocessed from preprocess.json's spec.
 
     Args:
         cfg: the run config.
+        data: the data section to read them with (default cfg.data; export_run's has the recorded root).
     Returns:
         (images (N, C, H, W), labels (N,), whether the spec reproduced data.preprocess bit for bit).
     """
-    raw = load_raw_splits(cfg.data, cfg.train.seed, ("test",))["test"]
+    raw = load_raw_splits(data or cfg.data, cfg.train.seed, ("test",))["test"]
     pixels, labels = raw.images[:PARITY_IMAGES], raw.labels[:PARITY_IMAGES]
     s = file_preprocessing(cfg)
     from .data import apply_preprocess
@@ -276,13 +279,14 @@ def export_run(run_dir: Path, output: Path | None = None, checkpoint: str = "bes
     if onnx:
         onnx_modules()  # before any work: fail at once when the extra is not installed
     cfg, eager = load_network(run_dir, checkpoint)
-    images, labels, same_preprocessing = parity_batch(cfg)
+    data = with_recorded_root(cfg.data, runlog.recorded_data_root(run_dir))
+    images, labels, same_preprocessing = parity_batch(cfg, data)
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
         save_inference_model(plain_network(cfg, eager), tmp, tuple(images.shape[1:]))
-        fileio.write_json(tmp / PREPROCESS_FILE, preprocess_record(cfg, tuple(images.shape[1:])))
+        fileio.write_json(tmp / PREPROCESS_FILE, preprocess_record(cfg, tuple(images.shape[1:]), data_root(data)))
         parity = parity_report(eager, tmp, images, onnx)
         report = _report(run_dir, checkpoint, cfg, tmp, parity, same_preprocessing)
         _check_parity(report, target)

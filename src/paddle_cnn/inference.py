@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import rundir
-from .data import BatchLoader, Split, apply_preprocess, load_raw_splits, to_pixels
+from .data import BatchLoader, Split, apply_preprocess, load_raw_splits, to_pixels, with_recorded_root
 from .errors import ModelDirError
 from .evaluate import confusion_report
 from .predict import MAX_GRID, check_count, prepare_pixels, print_top3, sample_count, show_samples
@@ -176,10 +176,15 @@ class InferenceModel:
         return apply_preprocess(images, s["size"], s["channels"], s["mean"], s["std"])
 
     def split(self, name: str) -> Split:
-        """A split of the dataset the model was trained on, preprocessed from preprocess.json."""
+        """A split of the dataset the model was trained on, preprocessed from preprocess.json.
+
+        The data is found where the export found it, if nothing else names a root (exports before
+        that record: data.root, $PADDLE_CNN_DATA, Paddle's cache).
+        """
         from .config import DataConfig, from_dict
 
-        data = from_dict(DataConfig, self.spec["dataset"]["data"], "data.")
+        dataset = self.spec["dataset"]
+        data = with_recorded_root(from_dict(DataConfig, dataset["data"], "data."), dataset.get("data_root"))
         raw = load_raw_splits(data, self.spec["dataset"]["seed"], (name,))[name]
         return Split(self.preprocess(raw.images), raw.labels)
 

@@ -24,7 +24,8 @@ from .fileio import check_output_dir
 from .runtime import rank
 
 CONFIG = "config.yaml"          # the resolved config, re-loadable (--resume reads it)
-ENV = "env.json"                # versions, device, threads, command, commit
+ENV = "env.json"                # one record per start and resume: versions, device, threads, command, data root
+TRAIN_LOG = "train.log"         # every progress line of every start and resume, appended
 MODEL_REPORT_TXT = "model_report.txt"
 MODEL_REPORT_JSON = "model_report.json"
 METRICS = "metrics.jsonl"       # one line per completed epoch
@@ -35,6 +36,7 @@ PREDICTIONS = "predictions.png"
 LAST = Path("checkpoints") / "last.pdckpt"    # everything --resume needs
 BEST = Path("checkpoints") / "best.pdparams"  # weights of the best dev accuracy
 LOCK_NAME = ".lock"
+COMPARISON = "comparison.json"  # marks a comparison directory (compare.write_summary)
 
 
 def confusion_png(split: str) -> str:
@@ -175,6 +177,47 @@ def ensure_unlocked(run_dir: Path) -> None:
     if f is None:
         _refuse(run_dir)
     f.close()
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether a live process holds run_dir's lock, found without taking it (listing runs must not disturb them).
+
+    Linux lists every flock in /proc/locks by device and inode; elsewhere the pid in the lock file is
+    checked for a live process instead (which a recycled pid could fool).
+
+    Args:
+        run_dir: the run directory.
+    Returns:
+        True while a process trains into run_dir.
+    """
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    pid = _holder_pid(path)
+    try:
+        lines = Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return _pid_alive(pid)
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}"
+    for fields in (line.split() for line in lines):
+        # "1: FLOCK ADVISORY WRITE <pid> <major>:<minor>:<inode> 0 EOF"; overlay file systems may
+        # report another device for the same inode, so the holder's pid also identifies it.
+        if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(st.st_ino) and (
+                fields[5].rsplit(":", 1)[0] == device or fields[4] == pid):
+            return True
+    return False
+
+
+def _pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
 
 
 @contextlib.contextmanager
