@@ -150,6 +150,7 @@ def test_only_rank0_wrote_one_run_directory(launched):
         assert len(list((tmp / "run" / "vdl" / split).glob("vdlrecords*"))) == 1
     assert not [p for p in (tmp / "run").rglob("*") if fileio.TEMP_MARK in p.name]
     env = json.loads((tmp / "run" / "env.json").read_text())["sessions"][-1]
+    assert (tmp / "run" / "train.log").read_text().count("epoch 2/2: train loss") == 1  # one writer appended
     assert env["omp_num_threads"] == "1" and env["world_size"] == 2
     assert "rank 1/2" in (tmp / "log" / "workerlog.1").read_text()  # every rank logs to the launcher's log dir
 
