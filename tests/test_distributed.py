@@ -155,6 +155,22 @@ def test_only_rank0_wrote_one_run_directory(launched):
     assert "rank 1/2" in (tmp / "log" / "workerlog.1").read_text()  # every rank logs to the launcher's log dir
 
 
+def test_soft_targets_train_like_one_process(tmp_path, data_root):
+    """Mixup/cutmix, erasing and smoothing: every rank mixes the same global batch, GlobalMeanLoss takes the
+    soft targets; the tolerance derivation holds (|softmax - target| <= 1 per logit, as with int labels)."""
+    config = _config(tmp_path, data_root, epochs=1)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["data"]["augment"] = {"mixup_alpha": 0.4, "cutmix_alpha": 1.0, "random_erasing": {"prob": 0.5}}
+    cfg["loss"] = {"label_smoothing": 0.1}
+    config.write_text(yaml.safe_dump(cfg))
+    _launch(tmp_path / "log", "train", str(config), "--output-dir", str(tmp_path / "run"), cwd=tmp_path)
+    single = tmp_path / "single"
+    assert main(["train", str(config), "--output-dir", str(single)]) == 0
+    _assert_weights_match(_weights(tmp_path / "run"), _weights(single))
+    dp, sp = _rows(tmp_path / "run")[0], _rows(single)[0]
+    assert dp["train_acc"] == sp["train_acc"] and dp["train_loss"] == pytest.approx(sp["train_loss"], rel=1e-5)
+
+
 def test_ctrl_c_keeps_the_last_epoch_and_resume_continues_it(tmp_path, data_root):
     config = _config(tmp_path, data_root, epochs=300)
     run, log = tmp_path / "run", tmp_path / "log"

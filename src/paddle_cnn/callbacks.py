@@ -160,7 +160,8 @@ class RunRecorder(paddle.callbacks.Callback):
         epochs_left = self.cfg.train.epochs - self.epoch - 1
         eta = elapsed / step * (total - step) + epochs_left * elapsed / step * total
         self.log(f"epoch {self.epoch + 1}/{self.cfg.train.epochs} step {step}/{total} "
-                 f"loss {self.train_meter.mean:.4f} acc {100 * acc:.2f}% {rate:,.0f} img/s ETA {_fmt_time(eta)}")
+                 f"loss {self.train_meter.mean:.4f} {self.loader.train_acc_name} {100 * acc:.2f}% {rate:,.0f} img/s "
+                 f"ETA {_fmt_time(eta)}")
 
     def on_epoch_end(self, epoch, logs=None):
         self.train_seconds = time.perf_counter() - self.t0
@@ -195,7 +196,8 @@ class RunRecorder(paddle.callbacks.Callback):
             save_best(self.run_dir, self.model)
         save_checkpoint(self.run_dir, self.model, progress_meta(p))
         self.log(f"epoch {row['epoch']}/{self.cfg.train.epochs}: train loss {row['train_loss']:.4f} "
-                 f"acc {100 * row['train_acc']:.2f}% | dev loss {row['dev_loss']:.4f} acc {100 * row['dev_acc']:.2f}% "
+                 f"{self.loader.train_acc_name} {100 * row['train_acc']:.2f}% "
+                 f"| dev loss {row['dev_loss']:.4f} acc {100 * row['dev_acc']:.2f}% "
                  f"| lr {row['lr']:.3g} | {row['images_per_s']:,.0f} img/s | {row['epoch_seconds']:.1f} s")
 
 

@@ -32,11 +32,28 @@ SCHEDULES = ("constant", "step", "cosine", "onecycle")
 
 
 @dataclass
+class RandomErasingConfig:
+    """timm's random erasing: per image, with probability prob, one rectangle of the given area and aspect."""
+
+    prob: float = field(default=0.0, metadata={"min": 0.0, "max": 1.0})
+    area: list[float] = field(default_factory=lambda: [0.02, 0.33])  # fraction of the image, [lo, hi]
+    aspect: list[float] = field(default_factory=lambda: [0.3, 3.3])  # height / width, [lo, hi], drawn log-uniform
+    mode: Literal["const", "pixel"] = "const"  # fill with 0 (normalised: the mean colour) or N(0, 1) noise
+
+
+@dataclass
 class AugmentConfig:
     """Training-only augmentation, applied per batch."""
 
     crop_padding: int = field(default=0, metadata={"min": 0})
     horizontal_flip: bool = False
+    # timm's Mixup semantics: one Beta(alpha, alpha) weight per batch, each image mixed with the
+    # batch reversed; with both alphas > 0 a batch is cutmix with probability switch_prob.
+    mixup_alpha: float = field(default=0.0, metadata={"min": 0.0})
+    cutmix_alpha: float = field(default=0.0, metadata={"min": 0.0})
+    mix_prob: float = field(default=1.0, metadata={"min": 0.0, "max": 1.0})
+    switch_prob: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
+    random_erasing: RandomErasingConfig = field(default_factory=RandomErasingConfig)
 
 
 @dataclass
@@ -109,10 +126,10 @@ class ScheduleConfig:
 
 @dataclass
 class LossConfig:
-    """The training loss; dev and test are always scored with plain cross-entropy."""
+    """The training loss (cross-entropy); dev and test always use the plain cross-entropy."""
 
     # Target (1 - eps) on the true class plus eps spread evenly over all classes (Szegedy et al. 2016).
-    label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max": 0.99})
+    label_smoothing: float = field(default=0.0, metadata={"min": 0.0, "max_exclusive": 1.0})
 
 
 @dataclass
@@ -271,6 +288,8 @@ def _check_range(value: Any, meta: Any, where: str) -> None:
         raise ConfigError(f"{where}: {value!r} must be greater than {meta['min_exclusive']}.")
     if "max" in meta and value > meta["max"]:
         raise ConfigError(f"{where}: {value!r} is above the maximum {meta['max']}.")
+    if "max_exclusive" in meta and value >= meta["max_exclusive"]:
+        raise ConfigError(f"{where}: {value!r} must be less than {meta['max_exclusive']}.")
 
 
 def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
@@ -506,6 +525,23 @@ def _check_semantics(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: data.std values must be positive, got {d.std}.")
     if d.classes is not None:
         _check_classes(d.classes, cfg.model.num_classes, source)
+    _check_augment(d.augment, cfg.train.batch_size, source)
+
+
+def _check_augment(aug: AugmentConfig, batch_size: int, source: str) -> None:
+    """Random-erasing ranges, and mixing only with a partner in the batch."""
+    ranges = (("area", 0.0, 1.0, "fractions of the image"), ("aspect", 0.0, math.inf, "height/width ratios"))
+    for name, low, high, what in ranges:
+        values = getattr(aug.random_erasing, name)
+        if len(values) != 2 or not low < values[0] <= values[1] < high:
+            bounds = f"{low} < lo <= hi < {high}" if high < math.inf else f"{low} < lo <= hi"
+            raise ConfigError(f"{source}: data.augment.random_erasing.{name} must be [lo, hi], {what} with "
+                              f"{bounds}, got {values}.")
+    if (aug.mixup_alpha > 0 or aug.cutmix_alpha > 0) and aug.mix_prob > 0 and batch_size < 2:
+        raise ConfigError(f"{source}: data.augment.mixup_alpha / cutmix_alpha mix each training image with "
+                          f"another image of its batch (the batch reversed, as timm does), so train.batch_size "
+                          f"= {batch_size} would mix every image with itself and train on unmixed images. "
+                          f"Raise train.batch_size to at least 2, or set both alphas (or mix_prob) to 0.")
 
 
 def _check_classes(classes: list[int], num_classes: int, source: str) -> None:

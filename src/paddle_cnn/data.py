@@ -475,12 +475,17 @@ class BatchLoader:
     Data-parallel (world > 1): batch_size is the GLOBAL batch. Every rank draws the same order and
     augmentation and yields only its contiguous slice of each global batch (sizes differ by at
     most one), so the union over ranks of one step is exactly the single-process batch.
+
+    mixer (mixing.BatchMixer, training only) erases and mixes each batch after crop and flip, with
+    a generator of (seed, epoch, step); with mixing or label smoothing the labels are float (B, K)
+    soft targets instead.
     """
 
     def __init__(self, split: Split, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 crop_padding: int = 0, horizontal_flip: bool = False, rank: int = 0, world: int = 1):
+                 crop_padding: int = 0, horizontal_flip: bool = False, rank: int = 0, world: int = 1,
+                 mixer=None):
         self.split, self.batch_size, self.shuffle, self.seed = split, batch_size, shuffle, seed
-        self.crop_padding, self.horizontal_flip = crop_padding, horizontal_flip
+        self.crop_padding, self.horizontal_flip, self.mixer = crop_padding, horizontal_flip, mixer
         self.rank, self.world = rank, world
         self.epoch = 0
         tail = len(split.labels) % batch_size
@@ -506,15 +511,33 @@ class BatchLoader:
         n = len(self.split.labels)
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(n) if self.shuffle else np.arange(n)
-        for start in range(0, n, self.batch_size):
+        for step, start in enumerate(range(0, n, self.batch_size)):
             idx = order[start: start + self.batch_size]
             lo, hi = len(idx) * self.rank // self.world, len(idx) * (self.rank + 1) // self.world
-            if self.crop_padding or self.horizontal_flip:
+            if self.crop_padding or self.horizontal_flip or self.mixer is not None:
                 # Augment the whole global batch, so every rank consumes the same random numbers.
-                images = augment_batch(self.split.images[idx], rng, self.crop_padding, self.horizontal_flip)[lo:hi]
+                images, labels = self._augmented(idx, rng, step)
+                yield [images[lo:hi], labels[lo:hi]]
             else:
-                images = self.split.images[idx[lo:hi]]
-            yield [images, self.split.labels[idx[lo:hi]].reshape(-1, 1)]
+                yield [self.split.images[idx[lo:hi]], self.split.labels[idx[lo:hi]].reshape(-1, 1)]
+
+    def _augmented(self, idx: np.ndarray, rng: np.random.Generator, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """One whole global batch, cropped and flipped (epoch generator), then erased and mixed (step's)."""
+        images, labels = self.split.images[idx], self.split.labels[idx]
+        if self.crop_padding or self.horizontal_flip:
+            images = augment_batch(images, rng, self.crop_padding, self.horizontal_flip)
+        if self.mixer is not None:
+            return self.mixer(images, labels, (self.seed, self.epoch, step))
+        return images, labels.reshape(-1, 1)
+
+    @property
+    def train_acc_name(self) -> str:
+        """What hapi's accuracy on these batches measures, for progress lines.
+
+        Returns:
+            "acc", or "acc (dominant label)" when batches are mixed (Accuracy takes the target's argmax).
+        """
+        return "acc (dominant label)" if self.mixer is not None and self.mixer.mixes else "acc"
 
 
 def augment_batch(images: np.ndarray, rng: np.random.Generator, padding: int, flip: bool) -> np.ndarray:

@@ -41,9 +41,8 @@ import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from . import compat, runtime
+from . import compat, mixing, runtime
 from .errors import TrainingFailed
-from .losses import cross_entropy_sum
 
 _STOP = {"requested": False}  # set by SIGTERM during fit(), acted on by every rank at the same step
 
@@ -83,13 +82,14 @@ def barrier() -> None:
 class GlobalMeanLoss(paddle.nn.Layer):
     """Cross-entropy whose value is the global-batch mean and whose gradient, after DataParallel's
     average over ranks, is exactly the gradient of that mean, however the batch is split.
+    Labels as mixing.CrossEntropy takes them: int labels or soft targets.
 
     In evaluation (no gradient) each rank holds a whole batch: the value is its plain mean.
     """
 
-    def __init__(self, world: int, label_smoothing: float = 0.0):
+    def __init__(self, world: int):
         super().__init__()
-        self.world, self.label_smoothing = world, label_smoothing
+        self.world = world
         self.count = 0  # samples behind the last value returned
 
     def forward(self, logits, label):
@@ -97,11 +97,11 @@ class GlobalMeanLoss(paddle.nn.Layer):
 
         Args:
             logits: (n, classes) network outputs.
-            label: (n, 1) int64 labels.
+            label: (n, 1) int64 labels, or (n, classes) float soft targets (mixing.py).
         Returns:
             A scalar tensor.
         """
-        local_sum = cross_entropy_sum(logits, label, self.label_smoothing)
+        local_sum = mixing.cross_entropy(logits, label, reduction="sum")
         n = int(label.shape[0])
         if not paddle.is_grad_enabled():
             self.count = n

@@ -15,14 +15,13 @@ from pathlib import Path
 import numpy as np
 import paddle
 
-from . import distributed, fileio, rundir, runlog, signals
+from . import distributed, fileio, mixing, rundir, runlog, signals
 from .callbacks import GradNormProbe, NonFiniteLoss, Progress, RunRecorder
 from .checkpoint import BEST, LAST, load_checkpoint, load_file, load_weights, restore_optimizer
 from .config import Config, dump_yaml
 from .data import BatchLoader, class_names, data_root, dataset_stats, load_splits, with_recorded_root
 from .errors import CheckpointError, RunDirError, TrainingFailed
 from .evaluate import evaluate_split
-from .losses import TrainingLoss
 from .network import build_network, freeze, initialize_from
 from .plots import plot_curves
 from .report import model_report
@@ -48,18 +47,19 @@ def prepare_model(cfg: Config, net, input_shape, steps_per_epoch: int) -> paddle
     from .optim import build_optimizer
 
     inputs = paddle.static.InputSpec([None, *input_shape], "float32", "image")
+    # Dev/test labels; training may feed float (B, K) soft targets (mixing.py), which dynamic mode
+    # passes to the loss and metric as they are (the label spec only shapes static-graph feeds).
     labels = paddle.static.InputSpec([None, 1], "int64", "label")
     model = paddle.Model(net, inputs, labels)
     params = [p for p in net.parameters() if p.trainable and not p.stop_gradient]
     world = distributed.world_size()  # > 1 under paddle.distributed.launch: Model wraps net in DataParallel
-    smoothing = cfg.loss.label_smoothing
-    loss = distributed.GlobalMeanLoss(world, smoothing) if world > 1 else TrainingLoss(smoothing)
+    loss = distributed.GlobalMeanLoss(world) if world > 1 else mixing.CrossEntropy()
     model.prepare(build_optimizer(cfg, params, steps_per_epoch), loss, paddle.metric.Accuracy())
     return model
 
 
 def make_loaders(cfg: Config, splits: dict) -> dict[str, BatchLoader]:
-    """Loaders for every split: training shuffled and augmented, the others in order.
+    """Loaders for every split: training shuffled and augmented (mixed, soft targets), the others in order, never mixed.
 
     Args:
         cfg: the run config.
@@ -72,7 +72,8 @@ def make_loaders(cfg: Config, splits: dict) -> dict[str, BatchLoader]:
     # not sharded, every rank evaluates all of them (see distributed.py).
     loaders = {"train": BatchLoader(splits["train"], cfg.train.batch_size, shuffle=True, seed=cfg.train.seed,
                                     crop_padding=aug.crop_padding, horizontal_flip=aug.horizontal_flip,
-                                    rank=distributed.rank(), world=distributed.world_size())}
+                                    rank=distributed.rank(), world=distributed.world_size(),
+                                    mixer=mixing.BatchMixer.from_config(cfg))}
     for name in ("dev", "test"):
         loaders[name] = BatchLoader(splits[name], cfg.train.eval_batch_size)
     return loaders
