@@ -18,6 +18,13 @@ def test_optimizer_and_loss_of_a_prepared_model():
     assert compat.optimizer_of(model).get_lr() == 0.5
 
 
+def test_lr_scheduler_of_an_optimizer_is_what_it_was_built_with():
+    sched = paddle.optimizer.lr.StepDecay(0.1, step_size=2)
+    opt = paddle.optimizer.SGD(learning_rate=sched, parameters=paddle.nn.Linear(2, 2).parameters())
+    assert compat.lr_scheduler_of(opt) is sched
+    assert compat.lr_scheduler_of(paddle.optimizer.SGD(0.5, parameters=paddle.nn.Linear(2, 2).parameters())) == 0.5
+
+
 def test_conv_geometry_reads_what_the_layer_was_built_with():
     g = compat.conv_geometry(paddle.nn.Conv2D(3, 4, (3, 5), stride=(2, 1), padding=(1, 2), dilation=1))
     assert g == compat.ConvGeometry((3, 5), (2, 1), (1, 2), (1, 1), 1, "NCHW", "zeros", "EXPLICIT")

@@ -42,7 +42,8 @@ def outputs(finished, tmp_path_factory) -> Path:
     (_copy(finished, out / "interrupted") / "results.json").unlink()
     stopped = _copy(finished, out / "nested" / "stopped")
     results = json.loads((stopped / "results.json").read_text())
-    (stopped / "results.json").write_text(json.dumps({**results, "status": "early_stopped"}))
+    (stopped / "results.json").write_text(json.dumps({**results, "stopped_early": True, "stopped_epoch": 1,
+                                                        "stop_reason": "dev_acc did not improve for 1 epoch"}))
     failed = _copy(finished, out / "failed")
     (failed / "results.json").write_text(json.dumps({"status": "failed", "reason": "loss became nan at epoch 1"}))
     (_copy(finished, out / "corrupt") / "results.json").write_text('{"status": "finis')

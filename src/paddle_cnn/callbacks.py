@@ -6,10 +6,14 @@ hapi quirks handled here:
   Progress, and its checkpoint holds weights, optimizer and scheduler state, epoch, global step
   and best metric.
 - ModelCheckpoint keeps no best model: RunRecorder saves best.pdparams on dev accuracy.
+- EarlyStopping watches the last batch's loss and forgets its count on every fit() (a resume is a
+  new fit()): RunRecorder decides early stopping itself (EarlyStopState, saved in the checkpoint)
+  and sets hapi's model.stop_training, which fit checks after each epoch's evaluation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -22,11 +26,64 @@ from . import compat, distributed, fileio, rundir
 from .checkpoint import save_best, save_checkpoint
 from .config import Config
 from .data import BatchLoader
+from .optim import step_plateau
 from .vdl import VdlLogger
 
 
 class NonFiniteLoss(Exception):
     """Training produced a NaN or infinite loss."""
+
+
+@dataclass
+class EarlyStopState:
+    """What early stopping remembers (train.early_stopping): the monitored best, epochs since, the stop.
+
+    Kept whether or not early stopping is on, so that turning it on at a resume knows the history.
+    """
+
+    monitor: str = "dev_acc"
+    min_delta: float = 0.0
+    best: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0  # epochs since the monitored metric last improved by more than min_delta
+    stopped_epoch: int = 0  # 0: not stopped
+    stop_reason: str | None = None
+    planned_epochs: int = 0  # train.epochs when it stopped: raising it on resume opens a new patience window
+
+    def observe(self, row: dict) -> None:
+        """Count one epoch's metrics row (dev_acc higher is better, dev_loss lower)."""
+        value = row[self.monitor]
+        gain = (value - self.best) * (1 if self.monitor == "dev_acc" else -1) if self.best is not None else math.inf
+        if gain > self.min_delta:
+            self.best, self.best_epoch, self.bad_epochs = value, row["epoch"], 0
+        else:
+            self.bad_epochs += 1
+
+
+def restore_early_stop(saved: EarlyStopState | None, cfg: Config, rows: list) -> EarlyStopState:
+    """Early stopping's state for this start of a run, under its (possibly changed) config.
+
+    Args:
+        saved: the checkpoint's state (None for a new run, or a checkpoint from before early stopping existed).
+        cfg: the run's config.
+        rows: the metrics rows so far.
+    Returns:
+        The state; a stop is lifted when patience or train.epochs were raised (or patience is null).
+        A missing state, or one for another monitor or min_delta, is rebuilt from the rows.
+    """
+    es = cfg.train.early_stopping
+    state = saved or EarlyStopState(monitor="")
+    if (state.monitor, state.min_delta) != (es.monitor, es.min_delta):
+        rebuilt = EarlyStopState(es.monitor, es.min_delta, stopped_epoch=state.stopped_epoch,
+                                 stop_reason=state.stop_reason, planned_epochs=state.planned_epochs)
+        for row in rows:
+            rebuilt.observe(row)
+        state = rebuilt
+    raised_epochs = cfg.train.epochs > state.planned_epochs
+    if state.stopped_epoch and (es.patience is None or raised_epochs or es.patience > state.bad_epochs):
+        state.bad_epochs = 0 if raised_epochs else state.bad_epochs
+        state.stopped_epoch, state.stop_reason, state.planned_epochs = 0, None, 0
+    return state
 
 
 @dataclass
@@ -38,6 +95,7 @@ class Progress:
     best_acc: float = -1.0
     best_epoch: int = 0
     rows: list = field(default_factory=list)
+    early_stop: EarlyStopState | None = None  # None until RunRecorder reconciles it with the config
 
 
 class LossMeter(paddle.callbacks.Callback):
@@ -131,6 +189,12 @@ class RunRecorder(paddle.callbacks.Callback):
             run_dir, cfg, train_loader, progress, vdl, log)
         self.train_meter, self.dev_meter = LossMeter(), LossMeter()
         self.start_epoch = progress.epoch
+        progress.early_stop = restore_early_stop(progress.early_stop, cfg, progress.rows)
+
+    @property
+    def stopped_early(self) -> bool:
+        """The run has stopped early (in this fit, or before a resume that raised neither patience nor epochs)."""
+        return bool(self.progress.early_stop.stopped_epoch)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = self.start_epoch + epoch  # hapi restarts at 0 on every fit() call
@@ -194,11 +258,31 @@ class RunRecorder(paddle.callbacks.Callback):
         if row["dev_acc"] > p.best_acc:
             p.best_acc, p.best_epoch = row["dev_acc"], row["epoch"]
             save_best(self.run_dir, self.model)
+        # Both decisions change state the checkpoint must hold, so they come before it.
+        lr_change = step_plateau(compat.optimizer_of(self.model), row)
+        stop = self._early_stop(row)
         save_checkpoint(self.run_dir, self.model, progress_meta(p))
         self.log(f"epoch {row['epoch']}/{self.cfg.train.epochs}: train loss {row['train_loss']:.4f} "
                  f"{self.loader.train_acc_name} {100 * row['train_acc']:.2f}% "
                  f"| dev loss {row['dev_loss']:.4f} acc {100 * row['dev_acc']:.2f}% "
                  f"| lr {row['lr']:.3g} | {row['images_per_s']:,.0f} img/s | {row['epoch_seconds']:.1f} s")
+        if lr_change and lr_change[1] != lr_change[0] and row["epoch"] < self.cfg.train.epochs and not stop:
+            self.log(f"plateau: {self.cfg.schedule.monitor} stopped improving; lr {lr_change[0]:.3g} -> "
+                     f"{lr_change[1]:.3g} from epoch {row['epoch'] + 1}")
+        if stop:
+            self.log(f"stopped early after epoch {row['epoch']}/{self.cfg.train.epochs}: {p.early_stop.stop_reason}")
+
+    def _early_stop(self, row: dict) -> bool:
+        """Count the epoch for early stopping; True (and hapi told to stop) if training should end here."""
+        state, es, epochs = self.progress.early_stop, self.cfg.train.early_stopping, self.cfg.train.epochs
+        state.observe(row)
+        if es.patience is None or state.bad_epochs < es.patience or row["epoch"] >= epochs:
+            return False
+        state.stopped_epoch, state.planned_epochs = row["epoch"], epochs
+        state.stop_reason = (f"{es.monitor} has not improved by more than {es.min_delta:g} for {state.bad_epochs} "
+                             f"epochs (patience {es.patience}; best {state.best:.4f} at epoch {state.best_epoch})")
+        self.model.stop_training = True
+        return True
 
 
 def progress_meta(p: Progress) -> dict:
@@ -210,4 +294,18 @@ def progress_meta(p: Progress) -> dict:
         A dict of plain values.
     """
     return {"epoch": p.epoch, "global_step": p.global_step, "best_acc": p.best_acc,
-            "best_epoch": p.best_epoch, "rows": p.rows}
+            "best_epoch": p.best_epoch, "rows": p.rows,
+            "early_stop": dataclasses.asdict(p.early_stop) if p.early_stop else None}
+
+
+def progress_from_meta(meta: dict) -> Progress:
+    """The Progress a checkpoint's meta describes (the inverse of progress_meta).
+
+    Args:
+        meta: what progress_meta wrote (checkpoints from before early stopping lack "early_stop").
+    Returns:
+        The progress.
+    """
+    saved = meta.get("early_stop")
+    return Progress(meta["epoch"], meta["global_step"], meta["best_acc"], meta["best_epoch"], list(meta["rows"]),
+                    EarlyStopState(**saved) if saved else None)

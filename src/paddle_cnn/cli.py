@@ -211,11 +211,27 @@ def _resume_config(run_dir: Path, overrides: list[str]):
             raise RunDirError(f"--resume: overrides may not change {section}.* of a run ({run_dir}); "
                               f"start a new run instead.")
     results = rundir.read_results(run_dir) or {}
+    _refuse_early_stopped(run_dir, cfg, saved, results)
     done = results.get("epochs_completed", 0)
     if results.get("status") == "finished" and cfg.train.epochs <= done:
         raise RunDirError(f"{run_dir} already finished its {done} epochs. To train it further, raise train.epochs: "
                           f"`paddle-cnn train --resume {run_dir} -o train.epochs={done + 10}`.")
     return cfg
+
+
+def _refuse_early_stopped(run_dir: Path, cfg, saved, results: dict) -> None:
+    """Refuse to resume an early-stopped run unless patience or train.epochs were raised (it would stop at once)."""
+    if results.get("status") != "finished" or not results.get("stopped_early"):
+        return
+    old, new = saved.train.early_stopping.patience, cfg.train.early_stopping.patience
+    if new is None or (old is not None and new > old) or cfg.train.epochs > saved.train.epochs:
+        return
+    raise RunDirError(f"{run_dir} stopped early after epoch {results.get('stopped_epoch')} of {saved.train.epochs}: "
+                      f"{results.get('stop_reason')}. Resumed as it is, it would stop again at once. To train it "
+                      f"further, raise the patience (`-o train.early_stopping.patience={(old or 0) + 5}`; the epochs "
+                      f"counted without improvement are kept), raise train.epochs (`-o train.epochs="
+                      f"{saved.train.epochs + 10}`; a new patience window starts), or turn early stopping off "
+                      f"(`-o train.early_stopping.patience=null`).")
 
 
 def _check_model(cfg) -> None:

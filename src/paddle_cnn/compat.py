@@ -29,6 +29,19 @@ def optimizer_of(model: paddle.Model):
     return model._optimizer
 
 
+def lr_scheduler_of(optimizer):
+    """The optimizer's learning rate as given (`_learning_rate`: a float or an LRScheduler; no getter).
+
+    Needed to step the plateau schedule with the dev metric at the end of an epoch.
+
+    Args:
+        optimizer: a paddle.optimizer.Optimizer.
+    Returns:
+        The float or paddle.optimizer.lr.LRScheduler it was built with.
+    """
+    return optimizer._learning_rate
+
+
 def loss_of(model: paddle.Model):
     """The loss given to paddle.Model.prepare (hapi's `_loss`), or None before prepare.
 

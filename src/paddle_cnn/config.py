@@ -28,7 +28,7 @@ from .errors import ConfigError
 
 DATASETS = ("mnist", "cifar10")
 OPTIMIZERS = ("sgd", "momentum", "adam", "adamw", "rmsprop", "adagrad", "adadelta")
-SCHEDULES = ("constant", "step", "cosine", "onecycle")
+SCHEDULES = ("constant", "step", "cosine", "onecycle", "plateau")
 
 
 @dataclass
@@ -109,7 +109,7 @@ class OptimizerConfig:
     lr: float = field(default=0.01, metadata={"min_exclusive": 0.0})
     momentum: float = field(default=0.9, metadata={"min": 0.0, "max": 0.999})
     weight_decay: float = field(default=0.0, metadata={"min": 0.0})
-    # Rescale the gradients so their global L2 norm (all parameters together) is at most this; null: off.
+    # Rescale all gradients together when their global L2 norm exceeds this (ClipGradByGlobalNorm).
     grad_clip_norm: float | None = field(default=None, metadata={"min_exclusive": 0.0})
 
 
@@ -117,11 +117,26 @@ class OptimizerConfig:
 class ScheduleConfig:
     """Learning-rate schedule; durations are in epochs, applied at the step granularity they imply."""
 
-    name: Literal["constant", "step", "cosine", "onecycle"] = "constant"
+    name: Literal["constant", "step", "cosine", "onecycle", "plateau"] = "constant"
     step_size: int = field(default=10, metadata={"min": 1})
     gamma: float = field(default=0.1, metadata={"min_exclusive": 0.0, "max": 1.0})
     warmup_epochs: float = field(default=0.0, metadata={"min": 0.0})
     min_lr: float = field(default=0.0, metadata={"min": 0.0})
+    # plateau: lr *= factor once the dev metric has not improved for more than `patience` epochs,
+    # then `cooldown` epochs of rest (Paddle's ReduceOnPlateau; its defaults).
+    monitor: Literal["dev_acc", "dev_loss"] = "dev_acc"
+    factor: float = field(default=0.1, metadata={"min_exclusive": 0.0, "max_exclusive": 1.0})
+    patience: int = field(default=10, metadata={"min": 0})
+    cooldown: int = field(default=0, metadata={"min": 0})
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """Stop when the dev metric has not improved by more than min_delta for `patience` epochs; off while null."""
+
+    monitor: Literal["dev_acc", "dev_loss"] = "dev_acc"
+    patience: int | None = field(default=None, metadata={"min": 1})
+    min_delta: float = field(default=0.0, metadata={"min": 0.0})
 
 
 @dataclass
@@ -144,6 +159,7 @@ class TrainConfig:
     # Every log_every steps, the L2 norm of each conv/linear weight's gradient to VisualDL
     # (grad_norm/<param>): makes vanishing gradients visible layer by layer.
     log_grad_norms: bool = False
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
 @dataclass
@@ -525,6 +541,11 @@ def _check_semantics(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: data.std values must be positive, got {d.std}.")
     if d.classes is not None:
         _check_classes(d.classes, cfg.model.num_classes, source)
+    if cfg.schedule.name == "plateau" and cfg.schedule.warmup_epochs:
+        # A warm-up wrapper would step the plateau rule per batch without the dev metric.
+        raise ConfigError(f"{source}: schedule.warmup_epochs = {cfg.schedule.warmup_epochs} cannot be combined with "
+                          f"schedule.name: plateau, which changes the learning rate only on the dev metric at "
+                          f"epoch ends; set schedule.warmup_epochs: 0, or use cosine or step with warm-up.")
     _check_augment(d.augment, cfg.train.batch_size, source)
 
 

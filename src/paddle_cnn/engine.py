@@ -16,7 +16,7 @@ import numpy as np
 import paddle
 
 from . import distributed, fileio, mixing, rundir, runlog, signals
-from .callbacks import GradNormProbe, NonFiniteLoss, Progress, RunRecorder
+from .callbacks import GradNormProbe, NonFiniteLoss, Progress, RunRecorder, progress_from_meta
 from .checkpoint import BEST, LAST, load_checkpoint, load_file, load_weights, restore_optimizer
 from .config import Config, dump_yaml
 from .data import BatchLoader, class_names, data_root, dataset_stats, load_splits, with_recorded_root
@@ -109,9 +109,7 @@ def _start_run(cfg: Config, run_dir: Path, model: paddle.Model, report: tuple, r
         state = load_checkpoint(run_dir)
         load_weights(model.network, state["model"], run_dir / LAST)
         restore_optimizer(model, state["optimizer"])
-        meta = state["meta"]
-        progress = Progress(meta["epoch"], meta["global_step"], meta["best_acc"], meta["best_epoch"],
-                            list(meta["rows"]))
+        progress = progress_from_meta(state["meta"])
         if cfg.train.epochs < progress.epoch:
             raise RunDirError(f"train.epochs = {cfg.train.epochs} is fewer than the {progress.epoch} epochs {run_dir} "
                               f"has completed; resume with train.epochs >= {progress.epoch}.")
@@ -185,7 +183,8 @@ def _train(cfg: Config, run_dir: Path, resume: bool, log: runlog.TrainLog, init_
     if cfg.train.log_grad_norms:
         callbacks.append(GradNormProbe(net, vdl, progress, cfg.train.log_every))
     try:
-        if cfg.train.epochs > progress.epoch:
+        # A run that stopped early (and was not given more patience or epochs) goes straight to its test.
+        if cfg.train.epochs > progress.epoch and not recorder.stopped_early:
             model.fit(loaders["train"], loaders["dev"], epochs=cfg.train.epochs - progress.epoch, verbose=0,
                       callbacks=callbacks)
     except NonFiniteLoss as exc:
@@ -229,6 +228,8 @@ def finish(cfg: Config, run_dir: Path, model: paddle.Model, loaders: dict, progr
         "final_dev_acc": last.get("dev_acc"), "final_train_loss": last.get("train_loss"),
         "images_per_s": float(np.median([r["images_per_s"] for r in progress.rows])) if progress.rows else None,
         "wall_seconds": wall_seconds, **_summary(progress),
+        "stopped_early": bool(progress.early_stop.stopped_epoch),
+        "stopped_epoch": progress.early_stop.stopped_epoch or None, "stop_reason": progress.early_stop.stop_reason,
     }
     fileio.write_json(run_dir / rundir.RESULTS, results)
     plot_curves(progress.rows, run_dir / rundir.CURVES, f"{run_dir.name}: {cfg.model.name} on {cfg.data.name}")

@@ -2,14 +2,51 @@
 
 Schedules are built in optimizer steps and stepped once per batch (hapi's LRScheduler callback
 default). Epoch-based settings are converted to steps here, so a step decay still falls exactly on
-epoch boundaries while cosine and one-cycle move smoothly within an epoch.
+epoch boundaries while cosine and one-cycle move smoothly within an epoch. The exception is
+`plateau`, which only the dev metric moves: its per-batch step is a no-op and RunRecorder steps it
+once per epoch (step_plateau), before the checkpoint that saves its state.
 """
 
 from __future__ import annotations
 
 import paddle
 
-from .config import Config
+from . import compat
+from .config import Config, ScheduleConfig
+
+
+class PlateauSchedule(paddle.optimizer.lr.ReduceOnPlateau):
+    """ReduceOnPlateau on a dev metric; step() without a metric (hapi's per-batch call) does nothing.
+
+    Its state (lr, best, bad epochs, cooldown) goes through ReduceOnPlateau.state_dict into the
+    optimizer's state, hence into the checkpoint.
+    """
+
+    def __init__(self, lr: float, s: ScheduleConfig):
+        mode = "max" if s.monitor == "dev_acc" else "min"
+        super().__init__(lr, mode=mode, factor=s.factor, patience=s.patience, cooldown=s.cooldown, min_lr=s.min_lr)
+        self.monitor = s.monitor
+
+    def step(self, metrics=None, epoch=None):
+        if metrics is not None:
+            super().step(metrics, epoch)
+
+
+def step_plateau(optimizer: paddle.optimizer.Optimizer, row: dict) -> tuple[float, float] | None:
+    """Step a plateau schedule with the epoch's dev metric (any other schedule: nothing).
+
+    Args:
+        optimizer: the run's optimizer.
+        row: the epoch's metrics row (dev_acc, dev_loss).
+    Returns:
+        (lr before, lr after) if the schedule is plateau, else None.
+    """
+    sched = compat.lr_scheduler_of(optimizer)
+    if not isinstance(sched, PlateauSchedule):
+        return None
+    before = sched.last_lr
+    sched.step(float(row[sched.monitor]))
+    return before, sched.last_lr
 
 
 def build_schedule(cfg: Config, steps_per_epoch: int):
@@ -27,6 +64,8 @@ def build_schedule(cfg: Config, steps_per_epoch: int):
     lr_sched = paddle.optimizer.lr
     if s.name == "constant":
         sched = lr
+    elif s.name == "plateau":  # config refuses warmup_epochs with it
+        return PlateauSchedule(lr, s)
     elif s.name == "step":
         sched = lr_sched.StepDecay(lr, step_size=s.step_size * steps_per_epoch, gamma=s.gamma)
     elif s.name == "cosine":

@@ -97,14 +97,14 @@ def _status(run_dir: Path, results, problems: list[str]) -> tuple[str, str | Non
         problems.append(f"{rundir.RESULTS} is not a JSON object")
         results = None
     recorded = (results or {}).get("status")
-    if recorded in ("finished", "early_stopped") and not (run_dir / rundir.BEST).is_file():
+    if recorded == "finished" and not (run_dir / rundir.BEST).is_file():
         problems.append(f"{rundir.BEST} is missing")
-    if recorded not in (None, "finished", "failed", "early_stopped"):
+    if recorded not in (None, "finished", "failed"):
         problems.append(f"{rundir.RESULTS} has an unknown status {recorded!r}")
     if problems:
         return "broken", "; ".join(problems)
-    if recorded == "early_stopped" or (recorded == "finished" and results.get("early_stopped")):
-        reason = results.get("early_stop_reason") or results.get("stop_reason") or results.get("reason")
+    if recorded == "finished" and results.get("stopped_early"):  # engine keeps status finished, adds these
+        reason = results.get("stop_reason")
         return "early-stopped", reason if isinstance(reason, str) else None
     if recorded in ("finished", "failed"):
         return recorded, results.get("reason") if recorded == "failed" else None
