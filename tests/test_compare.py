@@ -180,3 +180,42 @@ def test_two_axis_grid_puts_the_second_axis_in_panels_and_the_first_in_colours(t
             assert runs[0][0]["train_acc"] == i / 10
     plot_comparison_grid(panels, tmp_path / "grid.png", "grid")
     assert (tmp_path / "grid.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_grad_norm_figure_reads_each_runs_first_and_last_layer(tmp_path, data_root):
+    from visualdl import LogWriter
+
+    from paddle_cnn.callbacks import probed_weights
+    from paddle_cnn.compare import grad_norm_curves, run_dir_name
+    from paddle_cnn.network import build_network
+
+    cmp = load_comparison(_write_comparison(tmp_path, data_root, overrides={"train.log_grad_norms": True}))
+    names = [n for n, _ in probed_weights(build_network(cmp.config(cmp.variants[0], 0)))]
+    out = tmp_path / "out"
+    # Fake logs in which every norm encodes its variant, seed and layer, so a wrong pick is visible.
+    for v, variant in enumerate(cmp.variants):
+        for seed in cmp.seeds:
+            with LogWriter(logdir=str(out / run_dir_name(variant.label) / f"seed{seed}" / "vdl" / "train")) as w:
+                for layer, name in enumerate(names):
+                    for step in (2, 4):
+                        w.add_scalar(f"grad_norm/{name}", 1000 * v + 100 * seed + layer + step / 10, step)
+    panels = grad_norm_curves(cmp, out)
+    assert list(panels) == [f"first layer ({names[0]})", f"last layer ({names[-1]})"]
+    for (title, series), layer in zip(panels.items(), (0, len(names) - 1)):
+        assert list(series) == [v.label for v in cmp.variants]
+        for v, runs in enumerate(series.values()):
+            for seed, (steps, norms) in zip(cmp.seeds, runs):
+                assert steps == [2, 4]
+                np.testing.assert_allclose(norms, [1000 * v + 100 * seed + layer + s / 10 for s in steps], rtol=1e-6)
+
+
+def test_comparison_that_logs_grad_norms_draws_them(tmp_path, data_root):
+    path = _write_comparison(tmp_path, data_root, overrides={"train.log_grad_norms": True}, seeds=[0])
+    out = tmp_path / "out"
+    assert main(["compare", str(path), "--output-dir", str(out)]) == 0
+    assert (out / "grad_norms.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_comparison_without_grad_norms_draws_no_gradient_figure(comparison_dir):
+    out, _ = comparison_dir
+    assert (out / "comparison.png").is_file() and not (out / "grad_norms.png").exists()

@@ -136,6 +136,19 @@ class LossMeter(paddle.callbacks.Callback):
         self.add(logs, distributed.batch_samples(self.model, logs))
 
 
+def probed_weights(net) -> list[tuple[str, paddle.Tensor]]:
+    """The weights GradNormProbe logs, in the network's registration order (input side first).
+
+    Args:
+        net: a paddle.nn.Layer.
+    Returns:
+        (name, parameter) of every trainable conv kernel (4-D) and dense matrix (2-D); biases and
+        BatchNorm scales (1-D) are left out.
+    """
+    return [(name, p) for name, p in net.named_parameters()
+            if name.endswith("weight") and len(p.shape) >= 2 and not p.stop_gradient]
+
+
 class GradNormProbe(paddle.callbacks.Callback):
     """Every `every` steps, the L2 norm of each conv/linear weight's gradient, to VisualDL (train.log_grad_norms).
 
@@ -148,9 +161,7 @@ class GradNormProbe(paddle.callbacks.Callback):
         super().__init__()
         self.vdl, self.progress, self.every = vdl, progress, every
         self.norms, self.step = {}, 0
-        # Conv kernels are 4-D and dense matrices 2-D; biases and BatchNorm scales (1-D) are left out.
-        self.handles = [p.register_hook(self._hook(name)) for name, p in net.named_parameters()
-                        if name.endswith("weight") and len(p.shape) >= 2 and not p.stop_gradient]
+        self.handles = [p.register_hook(self._hook(name)) for name, p in probed_weights(net)]
 
     def _hook(self, name: str):
         def hook(grad):

@@ -286,7 +286,7 @@ def write_summary(comparison: Comparison, out_dir: Path) -> str:
         The Markdown report.
     """
     from .fileio import write_json, write_text
-    from .plots import plot_comparison, plot_comparison_grid
+    from .plots import plot_comparison, plot_comparison_grid, plot_grad_norms
 
     collected = [summarise_variant(comparison, v, out_dir) for v in comparison.variants]
     summaries = [s for s, _ in collected]
@@ -305,6 +305,11 @@ def write_summary(comparison: Comparison, out_dir: Path) -> str:
         plot_comparison_grid(grid_curves(comparison, collected), out_dir / "comparison_grid.png",
                              f"{comparison.name} on {comparison.base.data.name}")
         written += ", comparison_grid.png"
+    gradients = grad_norm_curves(comparison, out_dir)
+    if gradients:
+        plot_grad_norms(gradients, out_dir / "grad_norms.png",
+                        f"{comparison.name} on {comparison.base.data.name}: gradient L2 norm per step")
+        written += ", grad_norms.png"
     return text + f"\nwritten: {out_dir / 'comparison.md'}, {written}\n"
 
 
@@ -327,3 +332,35 @@ def grid_curves(comparison: Comparison, collected: list) -> dict:
         overrides = summary["overrides"]
         panels[title(overrides[panel_key])][str(overrides[colour_key])] = curves
     return panels
+
+
+def grad_norm_curves(comparison: Comparison, out_dir: Path) -> dict:
+    """First- and last-layer gradient norms of the variants that logged them (train.log_grad_norms).
+
+    The first and last layer are the first and last weight GradNormProbe logs, in the network's
+    registration order (the stem conv and the classifier for every registered model).
+
+    Args:
+        comparison: the comparison.
+        out_dir: the comparison directory.
+    Returns:
+        {panel title: {variant label: list (one per seed) of (steps, norms)}}; {} when no variant logged them.
+    """
+    from .callbacks import probed_weights
+    from .network import build_network
+    from .vdl import read_step_scalars
+
+    series, names = {"first": {}, "last": {}}, {"first": set(), "last": set()}
+    for variant in comparison.variants:
+        cfg = comparison.config(variant, comparison.seeds[0])
+        if not cfg.train.log_grad_norms:
+            continue
+        weights = [name for name, _ in probed_weights(build_network(cfg))]
+        for end, name in (("first", weights[0]), ("last", weights[-1])):
+            tag = f"grad_norm/{name}"
+            runs = [read_step_scalars(out_dir / run_dir_name(variant.label) / f"seed{seed}", [tag]).get(tag)
+                    for seed in comparison.seeds]
+            if all(runs):
+                series[end][variant.label] = runs
+                names[end].add(name)
+    return {f"{end} layer ({', '.join(sorted(names[end]))})": curves for end, curves in series.items() if curves}

@@ -40,6 +40,13 @@ def save_figure(fig, path) -> None:
     pyplot().close(fig)
 
 
+def _mean_band(ax, x, values: np.ndarray, color, label: str, style: str = "o-", mean=None) -> None:
+    """One variant's line: the mean over seeds (the rows of values) and, with 2+ seeds, a min-max band."""
+    ax.plot(x, values.mean(0) if mean is None else mean, style, color=color, label=f"{label} (mean of {len(values)})")
+    if len(values) > 1:
+        ax.fill_between(x, values.min(0), values.max(0), color=color, alpha=0.2)
+
+
 def plot_curves(rows: list[dict], path, title: str) -> None:
     """Loss and accuracy per epoch, train and dev, as a two-panel PNG.
 
@@ -83,10 +90,7 @@ def plot_comparison(curves: dict[str, list[list[dict]]], path, title: str) -> No
         n = min(len(r) for r in runs)
         epochs = [row["epoch"] for row in runs[0][:n]]
         for ax, key, scale in ((ax_loss, "train_loss", 1), (ax_acc, "dev_acc", 100)):
-            values = np.array([[row[key] * scale for row in r[:n]] for r in runs])
-            ax.plot(epochs, values.mean(0), "o-", color=color, label=f"{label} (mean of {len(runs)})")
-            if len(runs) > 1:
-                ax.fill_between(epochs, values.min(0), values.max(0), color=color, alpha=0.2)
+            _mean_band(ax, epochs, np.array([[row[key] * scale for row in r[:n]] for r in runs]), color, label)
     ax_loss.set(title="Training loss (epoch mean)", xlabel="epoch", ylabel="loss (nats per image)")
     ax_acc.set(title="Dev accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (ax_loss, ax_acc):
@@ -117,9 +121,7 @@ def plot_comparison_grid(panels: dict[str, dict[str, list[list[dict]]]], path, t
             epochs = [row["epoch"] for row in runs[0][:n]]
             for row_ax, key in ((axes[0, col], "train_acc"), (axes[1, col], "dev_acc")):
                 err = np.array([[100 * (1 - row[key]) for row in r[:n]] for r in runs])
-                row_ax.plot(epochs, err.mean(0), "o-", color=f"C{i}", label=f"{label} (mean of {len(runs)})")
-                if len(runs) > 1:
-                    row_ax.fill_between(epochs, err.min(0), err.max(0), color=f"C{i}", alpha=0.2)
+                _mean_band(row_ax, epochs, err, f"C{i}", label)
         axes[0, col].set_title(panel)
         for row_ax, what in ((axes[0, col], "training"), (axes[1, col], "dev")):
             row_ax.set(xlabel="epoch", ylabel=f"{what} error (%)")
@@ -127,6 +129,35 @@ def plot_comparison_grid(panels: dict[str, dict[str, list[list[dict]]]], path, t
             row_ax.legend(fontsize=8)
             row_ax.xaxis.get_major_locator().set_params(integer=True)
     fig.suptitle(title + "  (training error: during each epoch, augmented; bands: min-max over seeds)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def plot_grad_norms(panels: dict[str, dict[str, list[tuple[list, list]]]], path, title: str) -> None:
+    """Gradient L2 norm against the optimizer step, one panel per layer, one colour per variant.
+
+    Log y axis (norms span orders of magnitude); solid: geometric mean over seeds at the steps all
+    seeds logged; band: min-max.
+
+    Args:
+        panels: panel title -> variant label -> list (one per seed) of (steps, norms).
+        path: PNG to write.
+        title: figure title.
+    """
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels), 4.4), squeeze=False)
+    for ax, (panel, series) in zip(axes[0], panels.items()):
+        for i, (label, runs) in enumerate(series.items()):
+            steps = sorted(set.intersection(*(set(s) for s, _ in runs)))
+            norms = np.array([[dict(zip(s, v))[step] for step in steps] for s, v in runs])
+            geometric = np.exp(np.log(np.maximum(norms, 1e-30)).mean(0))  # a log axis: the mean of the logs
+            _mean_band(ax, steps, norms, f"C{i}", label, style="-", mean=geometric)
+        ax.set_yscale("log")
+        ax.set(title=panel, xlabel="optimizer step", ylabel="gradient L2 norm of the weight")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(title + ("  (bands: min-max over seeds)" if any(len(r) > 1 for s in panels.values()
+                                                                  for r in s.values()) else ""))
     fig.tight_layout()
     save_figure(fig, path)
 

@@ -42,6 +42,29 @@ def _read_until(path: str, last_epoch: int, last_step: int) -> list[tuple[str, i
     return rows if epochs >= set(range(1, last_epoch + 1)) else []
 
 
+def read_step_scalars(run_dir, tags: list[str]) -> dict[str, tuple[list[int], list[float]]]:
+    """Step-axis scalars of a run's training log (e.g. grad_norm/<parameter>), from its newest record file.
+
+    Args:
+        run_dir: the run directory.
+        tags: the scalar tags wanted.
+    Returns:
+        tag -> (steps, values) in step order, for each wanted tag the log holds ({} without a log).
+    """
+    from visualdl import LogReader
+
+    files = sorted(glob.glob(str(Path(run_dir) / rundir.VDL / "train" / "vdlrecords*")))
+    if not files:
+        return {}
+    reader = LogReader(file_path=files[-1])
+    present = set(reader.get_tags().get("scalar", []))
+    out = {}
+    for tag in (t for t in tags if t in present):
+        records = sorted((r.id, r.value) for r in reader.get_data("scalar", tag))
+        out[tag] = ([step for step, _ in records], [value for _, value in records])
+    return out
+
+
 class _DiscardWriter:
     """Stands in for a LogWriter on data-parallel ranks other than 0: every call does nothing."""
 
