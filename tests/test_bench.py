@@ -141,4 +141,8 @@ def test_bench_times_paddles_conv_and_the_default_fast_conv_in_the_same_run(tmp_
     assert 0 < row["fast_conv_sgemm_fraction"] and 0 < row["sgemm_fraction"]
     table = capsys.readouterr().out
     assert "| resnet18 | 3x32x32 | 2 | paddle |" in table
-    assert "| resnet18 | 3x32x32 | 2 | fast_conv (default) |" in table
+    assert f"| resnet18 | 3x32x32 | 2 | fast_conv {row['default_kernel']} (default) |" in table
+    if row["default_kernel"] == "onednn":  # the GEMM path it replaced is timed beside it
+        assert row["gemm_images_per_s"] > 0 and "| resnet18 | 3x32x32 | 2 | fast_conv gemm |" in table
+    else:
+        assert row["gemm_images_per_s"] is None and "fast_conv gemm |" not in table

@@ -169,6 +169,9 @@ class RuntimeConfig:
     device: Literal["auto", "cpu", "gpu"] = "auto"
     threads: int | None = field(default=None, metadata={"min": 1})
     fast_conv: bool = True
+    # Which conv fast_conv runs: onednn (the compiled oneDNN operator), gemm (batch GEMM or paddle's
+    # kernel by shape), auto (onednn on Intel CPUs, where it was measured faster; gemm elsewhere).
+    conv_kernel: Literal["auto", "onednn", "gemm"] = "auto"
 
 
 @dataclass

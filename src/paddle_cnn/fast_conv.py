@@ -16,10 +16,14 @@ forward.
 
 from __future__ import annotations
 
+import sys
+
 import paddle
 import paddle.nn.functional as F
 
+from . import onednn_conv
 from .compat import ConvGeometry, conv_flops_counter, conv_geometry, in_sot_tracing
+from .runtime import cpu_vendor
 
 # Where the batch-GEMM path wins, measured per layer by `paddle-cnn bench --conv` (forward +
 # backward, batch 128, 2 threads; the table is in the README): at every output of 16 pixels or
@@ -134,6 +138,10 @@ def fast_conv_forward(layer, x: paddle.Tensor) -> paddle.Tensor:
     """
     if not paddle.in_dynamic_mode() or in_sot_tracing() or not x.place.is_cpu_place():
         return paddle.nn.Conv2D.forward(layer, x)  # graph capture (to_static), GPU: paddle's own
+    if layer.__dict__.get("_fast_conv_onednn"):
+        g = _geometry(layer)
+        out = onednn_conv.conv2d(x, layer.weight, g.stride, g.padding)
+        return out if layer.bias is None else out + layer.bias.reshape([-1, 1, 1])
     if takes_gemm(layer, x.shape):
         return gemm_conv(layer, x)
     return paddle_conv(layer, x)
@@ -154,13 +162,38 @@ class FastConv2D(paddle.nn.Conv2D):
 FLOPS_CUSTOM_OPS = {FastConv2D: conv_flops_counter()}
 
 
-def enable(net) -> int:
+def use_onednn(kernel: str) -> bool:
+    """Whether runtime.conv_kernel asks for the oneDNN operator here, and it can be had.
+
+    Args:
+        kernel: "onednn", "gemm" or "auto" (onednn on Intel CPUs: measured faster there; the
+            GEMM path elsewhere, where oneDNN has not been measured).
+    Returns:
+        True if the layers should run onednn_conv; a requested but unbuildable operator is reported
+        once on stderr and False returned.
+    """
+    if kernel == "gemm" or (kernel == "auto" and cpu_vendor() != "GenuineIntel"):
+        return False
+    if onednn_conv.load() is not None:
+        return True
+    if not _warned:
+        _warned.append(True)
+        print(f"warning: runtime.conv_kernel={kernel}: the oneDNN conv operator is unavailable "
+              f"({onednn_conv.unavailable_reason()}); convs take fast_conv's GEMM path.", file=sys.stderr)
+    return False
+
+
+_warned: list = []
+
+
+def enable(net, onednn: bool = False) -> int:
     """Turn every supported plain Conv2D of net into a FastConv2D (in place, this instance only).
 
     Subclasses of Conv2D are left alone: their own forward may do more than the convolution.
 
     Args:
         net: a paddle.nn.Layer; parameters and state_dict keys are unchanged.
+        onednn: run the convs through onednn_conv (use_onednn decides) instead of GEMM/paddle by shape.
     Returns:
         The number of Conv2D layers switched.
     """
@@ -168,6 +201,7 @@ def enable(net) -> int:
     for layer in net.sublayers(include_self=True):
         if type(layer) is paddle.nn.Conv2D and supported(layer):
             layer.__dict__["_fast_conv_geometry"] = conv_geometry(layer)
+            layer.__dict__["_fast_conv_onednn"] = onednn
             layer.__class__ = FastConv2D
             switched += 1
     return switched

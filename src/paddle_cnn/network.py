@@ -26,7 +26,7 @@ def build_network(cfg: Config):
     paddle.seed(cfg.train.seed)
     net = build_model(cfg.model.name, **cfg.model.options())
     if cfg.runtime.fast_conv and model_info(cfg.model.name).fast_conv:
-        fast_conv.enable(net)
+        fast_conv.enable(net, onednn=fast_conv.use_onednn(cfg.runtime.conv_kernel))
     return net
 
 

@@ -60,13 +60,14 @@ def parse_models(text: str) -> list[BenchSpec]:
     return specs
 
 
-def bench_config(spec: BenchSpec, batch: int, fast_conv: bool = False) -> Config:
+def bench_config(spec: BenchSpec, batch: int, fast_conv: bool = False, conv_kernel: str = "auto") -> Config:
     """The training config the bench builds the model from (SGD, constant lr, CPU).
 
     Args:
         spec: the model to bench.
         batch: batch size.
         fast_conv: the config's runtime.fast_conv.
+        conv_kernel: the config's runtime.conv_kernel (auto is what train runs by default).
     Returns:
         A validated Config.
     """
@@ -75,7 +76,7 @@ def bench_config(spec: BenchSpec, batch: int, fast_conv: bool = False) -> Config
         model["stem"] = spec.stem
     data = {"data": {"name": "mnist" if spec.shape[0] == 1 else "cifar10"}, "model": model,
             "optimizer": {"name": "sgd", "lr": 0.01}, "train": {"batch_size": batch, "epochs": 1},
-            "runtime": {"device": "cpu", "fast_conv": fast_conv}}
+            "runtime": {"device": "cpu", "fast_conv": fast_conv, "conv_kernel": conv_kernel}}
     return build_config(data, source="paddle-cnn bench")
 
 

@@ -29,6 +29,7 @@ import time
 import paddle
 
 from .. import callbacks, engine, network, report, runtime
+from .. import fast_conv as fast_conv_module
 from ..config import Config
 from ..errors import ConfigError
 from . import torch_twins
@@ -48,23 +49,25 @@ from .common import (
 )
 
 EPOCH_IMAGES = 2048
-# What is timed: paddle's own conv (runtime.fast_conv false), what `train` runs by default
-# (runtime.fast_conv true), and PyTorch.
-SIDES = ("paddle", "fast_conv", "torch")
+# What is timed: paddle's own conv (runtime.fast_conv false), fast_conv's GEMM path
+# (conv_kernel gemm; timed only where the default is the oneDNN operator), what `train` runs by
+# default (fast_conv true, conv_kernel auto), and PyTorch.
+SIDES = ("paddle", "gemm", "fast_conv", "torch")
 # Row key of each paddle side's speed relative to PyTorch ("ratio" predates the fast_conv side).
-RATIO_KEYS = {"paddle": "ratio", "fast_conv": "fast_conv_ratio"}
+RATIO_KEYS = {"paddle": "ratio", "gemm": "gemm_ratio", "fast_conv": "fast_conv_ratio"}
 
 
-def paddle_train_step(spec: BenchSpec, batch: int, fast_conv: bool = False):
+def paddle_train_step(spec: BenchSpec, batch: int, fast_conv: bool = False, conv_kernel: str = "auto"):
     """The project's training step for a model: build_network + prepare_model + train_batch.
 
     Args:
         spec: the model. batch: images per step.
         fast_conv: the config's runtime.fast_conv (true is what `train` runs by default).
+        conv_kernel: the config's runtime.conv_kernel (auto is the default).
     Returns:
         (prepared paddle.Model, cfg, step() running model.train_batch on a fixed batch).
     """
-    cfg = bench_config(spec, batch, fast_conv)
+    cfg = bench_config(spec, batch, fast_conv, conv_kernel)
     net = network.build_network(cfg)
     model = engine.prepare_model(cfg, net, spec.shape, max(1, EPOCH_IMAGES // batch))
     x, y = random_batch(spec.shape, batch)
@@ -142,8 +145,11 @@ def bench_model(spec: BenchSpec, batch: int, steps: int, repeats: int, threads: 
     """
     model, cfg, step = paddle_train_step(spec, batch, fast_conv=True)
     sides = {"paddle": paddle_train_step(spec, batch, fast_conv=False)[2], "fast_conv": step}
+    default_kernel = "onednn" if fast_conv_module.use_onednn(cfg.runtime.conv_kernel) else "gemm"
+    if default_kernel == "onednn":  # the previous default, for the gain the operator brings
+        sides["gemm"] = paddle_train_step(spec, batch, fast_conv=True, conv_kernel="gemm")[2]
     row = {"model": spec.label, "name": spec.name, "stem": spec.stem, "input": list(spec.shape), "batch": batch,
-           "macs_per_image": model_macs(cfg, spec.shape), "torch_note": None}
+           "macs_per_image": model_macs(cfg, spec.shape), "torch_note": None, "default_kernel": default_kernel}
     if with_torch and spec.name in torch_twins.TORCH_MODELS:
         sides["torch"] = torch_twins.torch_train_step(spec.name, spec.shape, batch, threads, spec.stem)
     elif with_torch:
@@ -155,7 +161,8 @@ def bench_model(spec: BenchSpec, batch: int, steps: int, repeats: int, threads: 
         row[f"{side}_gflops"] = (6 * row["macs_per_image"] * row[f"{side}_images_per_s"] / 1e9
                                  if side in rates else None)
     for side in RATIO_KEYS:
-        row[RATIO_KEYS[side]] = row[f"{side}_images_per_s"] / row["torch_images_per_s"] if "torch" in rates else None
+        row[RATIO_KEYS[side]] = (row[f"{side}_images_per_s"] / row["torch_images_per_s"]
+                                 if "torch" in rates and side in rates else None)
     if epoch:
         row["epoch_images_per_s"] = epoch_rate(model, spec, batch)
         row["epoch_vs_bench"] = row["epoch_images_per_s"] / row["fast_conv_images_per_s"]
@@ -195,7 +202,9 @@ def run_bench(specs: list[BenchSpec], batch: int, steps: int, repeats: int, with
     result["sgemm"] = {"n": SGEMM_N, "gflops": max(sgemm), "runs_gflops": sgemm}
     for row in rows:
         row["sgemm_fraction"] = row["paddle_gflops"] / result["sgemm"]["gflops"]
-        row["fast_conv_sgemm_fraction"] = row["fast_conv_gflops"] / result["sgemm"]["gflops"]
+        for side in ("fast_conv", "gemm"):
+            gflops = row[f"{side}_gflops"]
+            row[f"{side}_sgemm_fraction"] = gflops / result["sgemm"]["gflops"] if gflops else None
     if torch_ok:
         result["torch_threads"] = torch_twins.torch_info()["threads"]
     result["load_average_after"] = os.getloadavg()
@@ -216,7 +225,11 @@ def format_table(result: dict) -> str:
             "% of sgemm"] + (["fit epoch img/s", "epoch/bench"] if epoch else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (len(head) - 4)]
     for r in result["rows"]:
-        for side, conv, prefix in (("paddle", "paddle", ""), ("fast_conv", "fast_conv (default)", "fast_conv_")):
+        kernel = r.get("default_kernel", "gemm")
+        for side, conv, prefix in (("paddle", "paddle", ""), ("gemm", "fast_conv gemm", "gemm_"),
+                                   ("fast_conv", f"fast_conv {kernel} (default)", "fast_conv_")):
+            if r.get(f"{side}_images_per_s") is None:
+                continue
             ratio = r[RATIO_KEYS[side]]
             cells = [r["model"], "x".join(map(str, r["input"])), str(r["batch"]), conv,
                      f"{r[side + '_images_per_s']:,.1f}", fmt(r["torch_images_per_s"], ",.1f"),
@@ -235,7 +248,8 @@ def format_table(result: dict) -> str:
         f"{result['mkl_debug_cpu_type'] or 'unset'} ({result['mkl_debug_cpu_type_source']})",
         f"numpy sgemm {SGEMM_N}x{SGEMM_N} float32: {result['sgemm']['gflops']:.1f} GFLOP/s; "
         f"achieved GFLOP/s = 6 x MACs/image x paddle img/s (MACs from paddle.flops); conv: paddle = Paddle's "
-        f"conv kernel (runtime.fast_conv false), fast_conv = what train runs by default",
+        f"conv kernel (runtime.fast_conv false), fast_conv gemm = its batch-GEMM/paddle path by shape "
+        f"(conv_kernel gemm), fast_conv onednn = the compiled oneDNN operator; (default) = what train runs here",
         f"other load before: {fmt(result['busy_cores_before'], '.2f')} cores busy; load average (1/5/15 min) "
         f"before {_loads(result['load_average_before'])}, "
         f"after {_loads(result['load_average_after'])}; {result['steps']} steps x {result['repeats']} repeats, "
