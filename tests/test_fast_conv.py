@@ -9,7 +9,7 @@ import paddle
 import pytest
 import yaml
 
-from paddle_cnn import fast_conv, network, report
+from paddle_cnn import fast_conv, network, onednn_conv, report
 from paddle_cnn.bench import common, training
 from paddle_cnn.cli import main
 from paddle_cnn.config import build_config
@@ -216,9 +216,12 @@ def test_bench_conv_times_both_paths_for_every_layer_and_names_the_chosen_one(tm
     result = json.loads(path.read_text())
     rows = result["conv"]
     assert len(rows) >= 10 and result["batch"] == 2 and result["omp_num_threads"] >= 1
-    assert {row["fast_conv_path"] for row in rows} == {"gemm", "paddle"}
+    assert {row["gemm_path"] for row in rows} == {"gemm", "paddle"}
     assert all(row["paddle_ms"] > 0 and row["gemm_ms"] > 0 for row in rows)
-    paths = {row["layer"]: row["fast_conv_path"] for row in rows}
+    default = "onednn" if fast_conv.use_onednn("auto") else None
+    assert all(row["fast_conv_path"] == (default or row["gemm_path"]) for row in rows)
+    assert all((row["onednn_ms"] or 0) > 0 for row in rows) is (onednn_conv.load() is not None)
+    paths = {row["layer"]: row["gemm_path"] for row in rows}
     assert paths["resnet18 1x1"] == paths["lenet conv3"] == "gemm"
     assert paths["resnet18 stem"] == paths["lenet conv1"] == "paddle"
     table = capsys.readouterr().out

@@ -127,6 +127,19 @@ def paddle_conv(layer, x: paddle.Tensor) -> paddle.Tensor:
     return out if layer.bias is None else out + layer.bias.reshape([-1, 1, 1])
 
 
+def dnnl_conv(layer, x: paddle.Tensor) -> paddle.Tensor:
+    """The conv through the compiled oneDNN operator (onednn_conv.load() must have succeeded), bias as [C, 1, 1].
+
+    Args:
+        layer: a supported Conv2D. x: input [N, C, H, W].
+    Returns:
+        [N, C_out, out_h, out_w].
+    """
+    g = _geometry(layer)
+    out = onednn_conv.conv2d(x, layer.weight, g.stride, g.padding)
+    return out if layer.bias is None else out + layer.bias.reshape([-1, 1, 1])
+
+
 def fast_conv_forward(layer, x: paddle.Tensor) -> paddle.Tensor:
     """Conv2D forward for CPU: gemm_conv for small outputs, paddle_conv otherwise.
 
@@ -139,9 +152,7 @@ def fast_conv_forward(layer, x: paddle.Tensor) -> paddle.Tensor:
     if not paddle.in_dynamic_mode() or in_sot_tracing() or not x.place.is_cpu_place():
         return paddle.nn.Conv2D.forward(layer, x)  # graph capture (to_static), GPU: paddle's own
     if layer.__dict__.get("_fast_conv_onednn"):
-        g = _geometry(layer)
-        out = onednn_conv.conv2d(x, layer.weight, g.stride, g.padding)
-        return out if layer.bias is None else out + layer.bias.reshape([-1, 1, 1])
+        return dnnl_conv(layer, x)
     if takes_gemm(layer, x.shape):
         return gemm_conv(layer, x)
     return paddle_conv(layer, x)

@@ -14,7 +14,7 @@ import numpy as np
 import paddle
 import paddle.nn as nn
 
-from .. import fast_conv
+from .. import fast_conv, onednn_conv
 from ..scratch_ops import AvgPool2DScratch, Conv2DScratch, MaxPool2DScratch
 
 # (op, channels in, channels out, side, kernel, stride, padding): LeNet's layers on its 32x32 input
@@ -132,7 +132,10 @@ _CONV_CASES = [
     ("16x16x16", 16, 16, 16, 3, 1, 1),
     ("googlenet 1x1 4x4", 832, 48, 4, 1, 1, 0),
     ("googlenet 1x1 2x2", 512, 512, 2, 1, 1, 0),
+    ("resnet20-110 stage 1", 16, 16, 32, 3, 1, 1),  # He et al.'s CIFAR ResNets (the depth study)
+    ("resnet20-110 stage 2", 32, 32, 16, 3, 1, 1),
 ]
+
 
 
 def _train_ms(conv, layer: nn.Layer, x: paddle.Tensor, upstream: paddle.Tensor, repeats: int) -> float:
@@ -152,11 +155,14 @@ def run_conv_bench(repeats: int = 5, batch: int = 128) -> list[dict]:
         repeats: timed steps per side (median reported), warm-up excluded.
         batch: batch size of the random input.
     Returns:
-        One dict per case: layer, shape, paddle_ms, gemm_ms, ratio (gemm / paddle) and
-        fast_conv_path (which of the two runtime.fast_conv takes for it).
+        One dict per case: layer, shape, paddle_ms, gemm_ms, ratio (gemm / paddle), onednn_ms
+        (None without the operator), gemm_path (what conv_kernel gemm takes: gemm or paddle) and
+        fast_conv_path (what train's default takes: onednn or gemm_path).
     """
     if repeats < 1 or batch < 1:
         raise ValueError(f"repeats and batch must be at least 1, got repeats={repeats}, batch={batch}.")
+    use_onednn = fast_conv.use_onednn("auto")
+    with_onednn = onednn_conv.load() is not None
     rows = []
     for label, c_in, c_out, side, k, s, p in _CONV_CASES:
         layer = nn.Conv2D(c_in, c_out, k, stride=s, padding=p)
@@ -167,9 +173,12 @@ def run_conv_bench(repeats: int = 5, batch: int = 128) -> list[dict]:
             (batch, c_out, out_h, out_w)).astype(np.float32))
         paddle_ms = _train_ms(fast_conv.paddle_conv, layer, x, upstream, repeats)
         gemm_ms = _train_ms(fast_conv.gemm_conv, layer, x, upstream, repeats)
+        onednn_ms = _train_ms(fast_conv.dnnl_conv, layer, x, upstream, repeats) if with_onednn else None
+        gemm_path = "gemm" if fast_conv.takes_gemm(layer, x.shape) else "paddle"
         rows.append({"layer": label, "shape": f"{c_in}x{side}x{side} -> {c_out}x{out_h}x{out_w}, k{k} s{s}",
                      "paddle_ms": paddle_ms, "gemm_ms": gemm_ms, "ratio": gemm_ms / paddle_ms,
-                     "fast_conv_path": "gemm" if fast_conv.takes_gemm(layer, x.shape) else "paddle"})
+                     "onednn_ms": onednn_ms, "gemm_path": gemm_path,
+                     "fast_conv_path": "onednn" if use_onednn else gemm_path})
     return rows
 
 
@@ -181,9 +190,11 @@ def format_conv_table(rows: list[dict]) -> str:
     Returns:
         The table; ratio < 1 means the batch GEMM is faster than paddle's kernel.
     """
-    lines = ["| layer | input -> output | paddle conv ms | batch GEMM ms | GEMM / paddle | fast_conv uses |",
-             "|---|---|---:|---:|---:|---|"]
+    lines = ["| layer | input -> output | paddle conv ms | batch GEMM ms | GEMM / paddle | oneDNN ms | "
+             "oneDNN / paddle | fast_conv uses |", "|---|---|---:|---:|---:|---:|---:|---|"]
     for row in rows:
+        onednn = row.get("onednn_ms")
+        cells = (f"{onednn:.1f} | {onednn / row['paddle_ms']:.2f}x" if onednn is not None else "n/a | n/a")
         lines.append(f"| {row['layer']} | {row['shape']} | {row['paddle_ms']:.1f} | {row['gemm_ms']:.1f} | "
-                     f"{row['ratio']:.2f}x | {row['fast_conv_path']} |")
+                     f"{row['ratio']:.2f}x | {cells} | {row['fast_conv_path']} |")
     return "\n".join(lines)
