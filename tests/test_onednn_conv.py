@@ -10,7 +10,7 @@ import paddle
 import pytest
 from test_fast_conv import CASES, _forward_backward, _out_side
 
-from paddle_cnn import fast_conv, network, onednn_conv
+from paddle_cnn import fast_conv, network, onednn_conv, runtime
 from paddle_cnn.config import build_config
 from paddle_cnn.registry import build_model, model_info, model_names
 
@@ -103,6 +103,9 @@ def _onednn_layers(kernel: str) -> list[bool]:
 def test_conv_kernel_chooses_the_operator_by_config_and_cpu(monkeypatch, kernel, vendor, expected):
     monkeypatch.setattr(fast_conv, "cpu_vendor", lambda: vendor)
     assert _onednn_layers(kernel) == [expected] * 3
+    # env.json's runtime_decisions says which kernel ran and why
+    chosen = "onednn" if expected else "gemm"
+    assert runtime.DECISIONS["conv_kernel"] == f"{chosen} (runtime.conv_kernel={kernel}, {vendor})"
 
 
 def test_an_operator_that_cannot_be_built_falls_back_with_one_warning(monkeypatch, capsys):

@@ -23,7 +23,7 @@ import paddle.nn.functional as F
 
 from . import onednn_conv
 from .compat import ConvGeometry, conv_flops_counter, conv_geometry, in_sot_tracing
-from .runtime import cpu_vendor
+from .runtime import DECISIONS, cpu_vendor
 
 # Where the batch-GEMM path wins, measured per layer by `paddle-cnn bench --conv` (forward +
 # backward, batch 128, 2 threads; the table is in the README): at every output of 16 pixels or
@@ -184,9 +184,12 @@ def use_onednn(kernel: str) -> bool:
         once on stderr and False returned.
     """
     if kernel == "gemm" or (kernel == "auto" and cpu_vendor() != "GenuineIntel"):
+        DECISIONS["conv_kernel"] = f"gemm (runtime.conv_kernel={kernel}, {cpu_vendor()})"
         return False
     if onednn_conv.load() is not None:
+        DECISIONS["conv_kernel"] = f"onednn (runtime.conv_kernel={kernel}, {cpu_vendor()})"
         return True
+    DECISIONS["conv_kernel"] = f"gemm (oneDNN operator unavailable: {onednn_conv.unavailable_reason()})"
     if not _warned:
         _warned.append(True)
         print(f"warning: runtime.conv_kernel={kernel}: the oneDNN conv operator is unavailable "
