@@ -55,15 +55,22 @@ def _forward_backward(layer, x_np, upstream):
     return [out.numpy(), x.grad.numpy()] + [p.grad.numpy() for p in layer.parameters()]
 
 
+def _kernels():
+    """fast_conv's kernels to check: the GEMM path always, the oneDNN operator where it can be built."""
+    reason = None if onednn_conv.load() is not None else onednn_conv.unavailable_reason()
+    return ["gemm", pytest.param("onednn", marks=pytest.mark.skipif(reason is not None, reason=str(reason)))]
+
+
+@pytest.mark.parametrize("kernel", _kernels())
 @pytest.mark.parametrize("c_in,c_out,side,k,stride,pad,bias,path", CASES)
-def test_fast_conv_matches_paddle_conv_forward_and_backward(c_in, c_out, side, k, stride, pad, bias, path):
+def test_fast_conv_matches_paddle_conv_forward_and_backward(c_in, c_out, side, k, stride, pad, bias, path, kernel):
     def make_reference():
         return paddle.nn.Conv2D(c_in, c_out, k, stride=stride, padding=pad, bias_attr=None if bias else False)
 
     paddle.seed(0)
     ref, fast = make_reference(), make_reference()
     fast.set_state_dict(ref.state_dict())
-    assert fast_conv.enable(fast) == 1
+    assert fast_conv.enable(fast, onednn=kernel == "onednn") == 1
     assert fast_conv.takes_gemm(fast, [3, c_in, side, side]) is (path == "gemm")
     x_np = np.random.default_rng(1).standard_normal((3, c_in, side, side)).astype(np.float32)
     out_hw = _out_side(side, k, stride, pad)
@@ -131,8 +138,9 @@ def test_resnet18_keeps_its_weights_names_and_macs():
     assert report.model_report(fast, (3, 32, 32))[1]["macs"] == report.model_report(plain, (3, 32, 32))[1]["macs"]
 
 
+@pytest.mark.parametrize("kernel", _kernels())
 @pytest.mark.parametrize("name", model_names())
-def test_every_registered_model_computes_the_same_with_fast_conv(name):
+def test_every_registered_model_computes_the_same_with_fast_conv(name, kernel):
     """fast_conv is on by default for every model: outputs and every gradient within float32 rounding."""
     paddle.seed(0)
     info = model_info(name)
@@ -147,7 +155,8 @@ def test_every_registered_model_computes_the_same_with_fast_conv(name):
     assert info.fast_conv is (plain_convs > 0)
     if not info.fast_conv:
         return
-    assert fast_conv.enable(candidate) == plain_convs  # every conv of the shipped models is supported
+    # every conv of the shipped models is supported
+    assert fast_conv.enable(candidate, onednn=kernel == "onednn") == plain_convs
     in_channels = next(p for p in reference.parameters() if p.ndim == 4).shape[1]
     x = np.random.default_rng(0).standard_normal((2, in_channels, side, side)).astype(np.float32)
 
