@@ -169,7 +169,7 @@ def test_fast_conv_is_skipped_for_models_it_does_not_apply_to(monkeypatch):
     from paddle_cnn import fast_conv, network
 
     calls = []
-    monkeypatch.setattr(fast_conv, "enable", lambda net: calls.append(net) or 0)
+    monkeypatch.setattr(fast_conv, "enable", lambda net, onednn=False: calls.append(net) or 0)
     network.build_network(build_config({"model": {"name": "lenet5_scratch"}}))
     network.build_network(build_config({"model": {"name": "lenet5"}}))
     assert len(calls) == 1
