@@ -30,11 +30,13 @@ def cache_dir() -> Path:
     """Where the built operator lives: $PADDLE_CNN_CACHE, else ~/.cache/paddle_cnn, per build key.
 
     Returns:
-        The directory for this source, Paddle version and Python version.
+        The directory for this source, Paddle version and install, and Python version.
     """
     import paddle
 
-    key = hashlib.sha256(SOURCE.read_bytes() + f"{paddle.__version__} {sys.version}".encode()).hexdigest()[:16]
+    # The install path too: the built library's rpath points into this Paddle's libs directory.
+    build = f"{paddle.__version__} {paddle.__file__} {sys.version}"
+    key = hashlib.sha256(SOURCE.read_bytes() + build.encode()).hexdigest()[:16]
     root = Path(os.environ.get("PADDLE_CNN_CACHE") or Path.home() / ".cache" / "paddle_cnn")
     return root / f"onednn_conv-{key}"
 
