@@ -170,7 +170,7 @@ class RuntimeConfig:
     threads: int | None = field(default=None, metadata={"min": 1})
     fast_conv: bool = True
     # Which conv fast_conv runs: onednn (the compiled oneDNN operator), gemm (batch GEMM or paddle's
-    # kernel by shape), auto (onednn on Intel CPUs, where it was measured faster; gemm elsewhere).
+    # kernel by shape), auto (onednn wherever it builds: faster on Intel and AMD, measured; else gemm).
     conv_kernel: Literal["auto", "onednn", "gemm"] = "auto"
 
 

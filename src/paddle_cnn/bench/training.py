@@ -30,6 +30,7 @@ import paddle
 
 from .. import callbacks, engine, network, report, runtime
 from .. import fast_conv as fast_conv_module
+from .. import onednn_conv
 from ..config import Config
 from ..errors import ConfigError
 from . import torch_twins
@@ -49,12 +50,15 @@ from .common import (
 )
 
 EPOCH_IMAGES = 2048
-# What is timed: paddle's own conv (runtime.fast_conv false), fast_conv's GEMM path
-# (conv_kernel gemm; timed only where the default is the oneDNN operator), what `train` runs by
-# default (fast_conv true, conv_kernel auto), and PyTorch.
-SIDES = ("paddle", "gemm", "fast_conv", "torch")
-# Row key of each paddle side's speed relative to PyTorch ("ratio" predates the fast_conv side).
-RATIO_KEYS = {"paddle": "ratio", "gemm": "gemm_ratio", "fast_conv": "fast_conv_ratio"}
+# What is timed: paddle's own conv (runtime.fast_conv false), fast_conv's GEMM path (conv_kernel
+# gemm), the compiled oneDNN operator (conv_kernel onednn, wherever it builds: on every CPU, so that
+# auto's per-vendor choice rests on a measurement), and PyTorch. "fast_conv" is whichever of gemm /
+# onednn `train` runs here by default (fast_conv true, conv_kernel auto), copied, not timed twice.
+SIDES = ("paddle", "gemm", "onednn", "torch")
+# Row key of each paddle side's speed relative to PyTorch ("ratio" predates the fast_conv sides).
+RATIO_KEYS = {"paddle": "ratio", "gemm": "gemm_ratio", "onednn": "onednn_ratio", "fast_conv": "fast_conv_ratio"}
+# Row-key prefix of each side (the paddle side's keys predate the others).
+PREFIX = {"paddle": "", "gemm": "gemm_", "onednn": "onednn_", "fast_conv": "fast_conv_"}
 
 
 def paddle_train_step(spec: BenchSpec, batch: int, fast_conv: bool = False, conv_kernel: str = "auto"):
@@ -144,10 +148,11 @@ def bench_model(spec: BenchSpec, batch: int, steps: int, repeats: int, threads: 
         One result row (JSON-ready).
     """
     model, cfg, step = paddle_train_step(spec, batch, fast_conv=True)
-    sides = {"paddle": paddle_train_step(spec, batch, fast_conv=False)[2], "fast_conv": step}
     default_kernel = "onednn" if fast_conv_module.use_onednn(cfg.runtime.conv_kernel) else "gemm"
-    if default_kernel == "onednn":  # the previous default, for the gain the operator brings
-        sides["gemm"] = paddle_train_step(spec, batch, fast_conv=True, conv_kernel="gemm")[2]
+    sides = {"paddle": paddle_train_step(spec, batch, fast_conv=False)[2], default_kernel: step}
+    other = "gemm" if default_kernel == "onednn" else "onednn"
+    if other == "gemm" or onednn_conv.load() is not None:
+        sides[other] = paddle_train_step(spec, batch, fast_conv=True, conv_kernel=other)[2]
     row = {"model": spec.label, "name": spec.name, "stem": spec.stem, "input": list(spec.shape), "batch": batch,
            "macs_per_image": model_macs(cfg, spec.shape), "torch_note": None, "default_kernel": default_kernel}
     if with_torch and spec.name in torch_twins.TORCH_MODELS:
@@ -155,7 +160,8 @@ def bench_model(spec: BenchSpec, batch: int, steps: int, repeats: int, threads: 
     elif with_torch:
         row["torch_note"] = f"no PyTorch twin of {spec.name} in torch_twins.py"
     rates = time_sides(sides, batch, steps, repeats)
-    for side in SIDES:
+    rates["fast_conv"] = rates[default_kernel]
+    for side in (*SIDES, "fast_conv"):
         row[f"{side}_repeats"] = rates.get(side)
         row[f"{side}_images_per_s"] = statistics.median(rates[side]) if side in rates else None
         row[f"{side}_gflops"] = (6 * row["macs_per_image"] * row[f"{side}_images_per_s"] / 1e9
@@ -202,7 +208,7 @@ def run_bench(specs: list[BenchSpec], batch: int, steps: int, repeats: int, with
     result["sgemm"] = {"n": SGEMM_N, "gflops": max(sgemm), "runs_gflops": sgemm}
     for row in rows:
         row["sgemm_fraction"] = row["paddle_gflops"] / result["sgemm"]["gflops"]
-        for side in ("fast_conv", "gemm"):
+        for side in ("fast_conv", "gemm", "onednn"):
             gflops = row[f"{side}_gflops"]
             row[f"{side}_sgemm_fraction"] = gflops / result["sgemm"]["gflops"] if gflops else None
     if torch_ok:
@@ -226,10 +232,11 @@ def format_table(result: dict) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * 4 + "---:|" * (len(head) - 4)]
     for r in result["rows"]:
         kernel = r.get("default_kernel", "gemm")
-        for side, conv, prefix in (("paddle", "paddle", ""), ("gemm", "fast_conv gemm", "gemm_"),
-                                   ("fast_conv", f"fast_conv {kernel} (default)", "fast_conv_")):
+        for side in ("paddle", "gemm", "onednn"):
             if r.get(f"{side}_images_per_s") is None:
                 continue
+            prefix = PREFIX[side]
+            conv = "paddle" if side == "paddle" else f"fast_conv {side}" + (" (default)" if side == kernel else "")
             ratio = r[RATIO_KEYS[side]]
             cells = [r["model"], "x".join(map(str, r["input"])), str(r["batch"]), conv,
                      f"{r[side + '_images_per_s']:,.1f}", fmt(r["torch_images_per_s"], ",.1f"),
@@ -237,7 +244,7 @@ def format_table(result: dict) -> str:
                      f"{100 * r[prefix + 'sgemm_fraction']:.1f}%"]
             if epoch:
                 cells += ([fmt(r.get("epoch_images_per_s"), ",.1f"), fmt(r.get("epoch_vs_bench"), ".2f")]
-                          if side == "fast_conv" else ["", ""])
+                          if side == kernel else ["", ""])
             lines.append("| " + " | ".join(cells) + " |")
     cpu = result["cpu"]
     lines += [
