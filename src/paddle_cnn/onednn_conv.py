@@ -63,12 +63,14 @@ def _quiet(log_path: Path):
 
 def _build(build_dir: Path):
     import paddle
-    from paddle.utils.cpp_extension import load as load_extension
 
     libs = Path(paddle.__file__).parent / "libs"
     build_dir.mkdir(parents=True, exist_ok=True)
     # One builder at a time: a data-parallel launch starts two processes that both need the operator.
     with open(build_dir / "build.lock", "w") as lock, _quiet(build_dir / "build.log"):
+        # Imported in here: its import warns "No ccache found", which belongs in the build log.
+        from paddle.utils.cpp_extension import load as load_extension
+
         fcntl.flock(lock, fcntl.LOCK_EX)
         return load_extension(
             name="paddle_cnn_onednn_conv", sources=[str(SOURCE)], build_directory=str(build_dir),
