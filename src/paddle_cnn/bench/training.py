@@ -28,9 +28,8 @@ import time
 
 import paddle
 
-from .. import callbacks, engine, network, report, runtime
+from .. import callbacks, engine, network, onednn_conv, report, runtime
 from .. import fast_conv as fast_conv_module
-from .. import onednn_conv
 from ..config import Config
 from ..errors import ConfigError
 from . import torch_twins
