@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from paddle_cnn.cli import main
-from paddle_cnn.compare import load_comparison
+from paddle_cnn.compare import figure_title, load_comparison
 from paddle_cnn.errors import ConfigError
 
 VARIANTS = ["use_residual-true", "use_residual-false"]
@@ -207,6 +207,13 @@ def test_grad_norm_figure_reads_each_runs_first_and_last_layer(tmp_path, data_ro
             for seed, (steps, norms) in zip(cmp.seeds, runs):
                 assert steps == [2, 4]
                 np.testing.assert_allclose(norms, [1000 * v + 100 * seed + layer + s / 10 for s in steps], rtol=1e-6)
+
+
+def test_figure_title_names_the_model_only_when_no_variant_changes_it():
+    repo = Path(__file__).resolve().parents[1] / "configs"
+    assert figure_title(load_comparison(repo / "compare_resnet18_mnist.yaml")).endswith(": resnet18 on mnist")
+    # Before: "depth_cifar10: resnet20 on cifar10", naming the base model of a ResNet-20 vs -56 study.
+    assert figure_title(load_comparison(repo / "compare_depth_cifar10.yaml")) == "depth_cifar10 on cifar10"
 
 
 def test_comparison_that_logs_grad_norms_draws_them(tmp_path, data_root):

@@ -276,6 +276,19 @@ def markdown_table(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def figure_title(comparison: Comparison) -> str:
+    """comparison.png's title: the name, the model (unless the variants change it) and the dataset.
+
+    Args:
+        comparison: the comparison.
+    Returns:
+        e.g. "residual_vs_plain: resnet18 on mnist", or "depth_cifar10: on cifar10" when model.name varies.
+    """
+    if any("model.name" in v.overrides for v in comparison.variants):
+        return f"{comparison.name} on {comparison.base.data.name}"
+    return f"{comparison.name}: {comparison.base.model.name} on {comparison.base.data.name}"
+
+
 def write_summary(comparison: Comparison, out_dir: Path) -> str:
     """Write comparison.json, comparison.md and comparison.png from the finished runs.
 
@@ -298,8 +311,7 @@ def write_summary(comparison: Comparison, out_dir: Path) -> str:
     text = header + markdown_table(summaries) + "\n"
     write_json(out_dir / rundir.COMPARISON, {"name": comparison.name, "seeds": comparison.seeds, "variants": summaries})
     write_text(out_dir / "comparison.md", text)
-    plot_comparison({s["label"]: c for s, c in collected}, out_dir / "comparison.png",
-                    f"{comparison.name}: {comparison.base.model.name} on {comparison.base.data.name}")
+    plot_comparison({s["label"]: c for s, c in collected}, out_dir / "comparison.png", figure_title(comparison))
     written = "comparison.json, comparison.png"
     if len(comparison.axes) == 2:  # a crossed grid: also the paper-style layout, one panel per arm
         plot_comparison_grid(grid_curves(comparison, collected), out_dir / "comparison_grid.png",
