@@ -282,7 +282,7 @@ def figure_title(comparison: Comparison) -> str:
     Args:
         comparison: the comparison.
     Returns:
-        e.g. "residual_vs_plain: resnet18 on mnist", or "depth_cifar10: on cifar10" when model.name varies.
+        e.g. "residual_vs_plain: resnet18 on mnist", or "depth_cifar10 on cifar10" when model.name varies.
     """
     if any("model.name" in v.overrides for v in comparison.variants):
         return f"{comparison.name} on {comparison.base.data.name}"

@@ -54,9 +54,8 @@ EPOCH_IMAGES = 2048
 # auto's per-vendor choice rests on a measurement), and PyTorch. "fast_conv" is whichever of gemm /
 # onednn `train` runs here by default (fast_conv true, conv_kernel auto), copied, not timed twice.
 SIDES = ("paddle", "gemm", "onednn", "torch")
-# Row key of each paddle side's speed relative to PyTorch ("ratio" predates the fast_conv sides).
-RATIO_KEYS = {"paddle": "ratio", "gemm": "gemm_ratio", "onednn": "onednn_ratio", "fast_conv": "fast_conv_ratio"}
-# Row-key prefix of each side (the paddle side's keys predate the others).
+# Row-key prefix of each paddle side's ratio to PyTorch and fraction of sgemm (e.g. "gemm_ratio";
+# the paddle side's "ratio" and "sgemm_fraction" predate the others).
 PREFIX = {"paddle": "", "gemm": "gemm_", "onednn": "onednn_", "fast_conv": "fast_conv_"}
 
 
@@ -165,8 +164,8 @@ def bench_model(spec: BenchSpec, batch: int, steps: int, repeats: int, threads: 
         row[f"{side}_images_per_s"] = statistics.median(rates[side]) if side in rates else None
         row[f"{side}_gflops"] = (6 * row["macs_per_image"] * row[f"{side}_images_per_s"] / 1e9
                                  if side in rates else None)
-    for side in RATIO_KEYS:
-        row[RATIO_KEYS[side]] = (row[f"{side}_images_per_s"] / row["torch_images_per_s"]
+    for side, prefix in PREFIX.items():
+        row[f"{prefix}ratio"] = (row[f"{side}_images_per_s"] / row["torch_images_per_s"]
                                  if "torch" in rates and side in rates else None)
     if epoch:
         row["epoch_images_per_s"] = epoch_rate(model, spec, batch)
@@ -206,10 +205,9 @@ def run_bench(specs: list[BenchSpec], batch: int, steps: int, repeats: int, with
     # The faster of the two runs: the CPU's capability when least disturbed by other load.
     result["sgemm"] = {"n": SGEMM_N, "gflops": max(sgemm), "runs_gflops": sgemm}
     for row in rows:
-        row["sgemm_fraction"] = row["paddle_gflops"] / result["sgemm"]["gflops"]
-        for side in ("fast_conv", "gemm", "onednn"):
+        for side, prefix in PREFIX.items():
             gflops = row[f"{side}_gflops"]
-            row[f"{side}_sgemm_fraction"] = gflops / result["sgemm"]["gflops"] if gflops else None
+            row[f"{prefix}sgemm_fraction"] = gflops / result["sgemm"]["gflops"] if gflops else None
     if torch_ok:
         result["torch_threads"] = torch_twins.torch_info()["threads"]
     result["load_average_after"] = os.getloadavg()
@@ -236,7 +234,7 @@ def format_table(result: dict) -> str:
                 continue
             prefix = PREFIX[side]
             conv = "paddle" if side == "paddle" else f"fast_conv {side}" + (" (default)" if side == kernel else "")
-            ratio = r[RATIO_KEYS[side]]
+            ratio = r[f"{prefix}ratio"]
             cells = [r["model"], "x".join(map(str, r["input"])), str(r["batch"]), conv,
                      f"{r[side + '_images_per_s']:,.1f}", fmt(r["torch_images_per_s"], ",.1f"),
                      fmt(ratio, ".2f") + ("x" if ratio else ""), f"{r[side + '_gflops']:.1f}",
