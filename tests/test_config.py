@@ -64,6 +64,8 @@ def test_unknown_section_is_rejected_with_suggestion():
     ({"train": {"epochs": 2.5}}, "train.epochs: expected an integer"),
     ({"data": {"mean": [0.5, 0.5]}}, "data.mean has 2 values"),
     ({"data": "mnist"}, "data: expected a mapping"),
+    ({"train": {"seed": -1}}, "train.seed: -1 is below the minimum 0"),
+    ({"model": {"num_classes": 5}}, "model.num_classes is 5 but mnist has ten classes"),
 ])
 def test_wrong_type_or_value_names_the_key_and_what_is_allowed(data, expected):
     from paddle_cnn.registry import check_model_config

@@ -280,10 +280,10 @@ def test_download_while_offline_fails_fast(tmp_path, dataset):
 
 def test_evaluate_refuses_weights_of_a_different_number_of_classes(run_copy, capsys):
     config = run_copy / "config.yaml"
-    config.write_text(config.read_text().replace("num_classes: 10", "num_classes: 5"))
+    config.write_text(config.read_text().replace("num_classes: 10", "num_classes: 12"))
     before = snapshot(run_copy)
     code, _, err = run_main(capsys, "evaluate", str(run_copy))
-    assert_refused(code, err, "best.pdparams", "different model", "[5]", "[10]", "model.num_classes")
+    assert_refused(code, err, "best.pdparams", "different model", "[12]", "[10]", "model.num_classes")
     assert snapshot(run_copy) == before
 
 
@@ -634,7 +634,7 @@ def test_resume_before_the_first_checkpoint_starts_over_exactly(finished_run, wr
 
 
 @pytest.mark.parametrize("override, words", [
-    ("model.num_classes=5", ["may not change model.*", "new run"]),
+    ("model.num_classes=12", ["may not change model.*", "new run"]),
     ("data.train_size=100", ["may not change data.*", "new run"]),
     ("optimizer.lr=-1", ["optimizer.lr", "greater than 0"]),
 ], ids=["model", "data", "invalid"])

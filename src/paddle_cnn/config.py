@@ -154,7 +154,8 @@ class TrainConfig:
     epochs: int = field(default=5, metadata={"min": 1})
     batch_size: int = field(default=64, metadata={"min": 1})
     eval_batch_size: int = field(default=500, metadata={"min": 1})
-    seed: int = 0
+    # One seed drives numpy and paddle generators; both refuse negatives, so the range is checked here.
+    seed: int = field(default=0, metadata={"min": 0, "max": 2**31 - 1})
     log_every: int = field(default=50, metadata={"min": 1})
     # Every log_every steps, the L2 norm of each conv/linear weight's gradient to VisualDL
     # (grad_norm/<param>): makes vanishing gradients visible layer by layer.
@@ -544,6 +545,11 @@ def _check_semantics(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: data.std values must be positive, got {d.std}.")
     if d.classes is not None:
         _check_classes(d.classes, cfg.model.num_classes, source)
+    elif cfg.model.num_classes < 10:
+        # Labels 0..9 would index past the model's outputs and fail deep inside the loss.
+        raise ConfigError(f"{source}: model.num_classes is {cfg.model.num_classes} but {d.name} has ten classes "
+                          f"(labels 0..9); set model.num_classes: 10, or pick {cfg.model.num_classes} of them "
+                          f"with data.classes (e.g. data.classes: {list(range(cfg.model.num_classes))}).")
     if cfg.schedule.name == "plateau" and cfg.schedule.warmup_epochs:
         # A warm-up wrapper would step the plateau rule per batch without the dev metric.
         raise ConfigError(f"{source}: schedule.warmup_epochs = {cfg.schedule.warmup_epochs} cannot be combined with "
