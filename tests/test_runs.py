@@ -150,3 +150,16 @@ def test_runs_does_not_import_paddle(outputs):
                           env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert proc.returncode == 0, proc.stderr
     assert "finished" in proc.stdout
+
+
+@pytest.mark.parametrize("args", [["runs", "{outputs}"], ["report", "configs/lenet_mnist.yaml"]],
+                         ids=["runs", "report"])
+def test_a_reader_that_stops_early_gets_no_traceback(outputs, args):
+    # `paddle-cnn runs | head`: the pipe's read end is closed before anything is written.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    argv = [a.format(outputs=outputs) for a in args]
+    proc = subprocess.run([sys.executable, "-m", "paddle_cnn", *argv], stdout=write_end, stderr=subprocess.PIPE,
+                          text=True, timeout=120, cwd=Path(__file__).parent.parent)
+    os.close(write_end)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr and "Error" not in proc.stderr, proc.stderr

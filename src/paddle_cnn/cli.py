@@ -8,6 +8,7 @@ one paragraph with exit code 2; --debug shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import warnings
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime.COMMAND[:] = ["paddle-cnn", *argv]
     if runtime.world_size() > 1:  # under paddle.distributed.launch stdout is the rank's log file: keep it live
         sys.stdout.reconfigure(line_buffering=True)
-    # Paddle's import warns that ccache (used to build C++ extensions, which this project never does) is missing.
+    # cpp_extension warns on import that ccache is missing: it only speeds rebuilds of the oneDNN operator.
     warnings.filterwarnings("ignore", message="No ccache found")
     # BatchNorm says on every training run that it tracks global statistics: true, expected, not actionable.
     warnings.filterwarnings("ignore", message="When training, we now always track global mean and variance")
@@ -166,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:
+        # `paddle-cnn runs | head`: the reader has all it wanted; point stdout at /dev/null so the
+        # interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         # The checks above name the usual causes in advance; this catches what the file system
         # still refuses mid-run (disk full, a folder deleted or made read-only meanwhile).

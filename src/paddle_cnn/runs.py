@@ -315,9 +315,6 @@ def run_runs(folder: str, as_json: bool) -> int:
                            "entries": entries}, indent=2) + "\n"
     else:
         text = format_table(entries) if entries else f"no runs or comparisons under {folder}\n"
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:  # `paddle-cnn runs | head`: the reader has all it wanted
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.stdout.write(text)
+    sys.stdout.flush()
     return 0
