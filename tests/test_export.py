@@ -7,6 +7,8 @@ import inspect
 import json
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -218,7 +220,12 @@ def test_existing_export_replaced_only_with_overwrite(mnist_run, tmp_path, capfd
     _fails(capfd, "export", str(run), words=["already holds an export", "--overwrite"])
     assert _snapshot(run / "inference") == before
     (run / "inference" / "stale.txt").write_text("from the old export")
+    # What an export killed with -9 leaves behind (a pid that has exited): removed by the next export.
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    killed = run / f".inference.tmp-{done.stdout.strip()}"
+    (killed / "model").mkdir(parents=True)
     assert main(["export", str(run), "--overwrite", "--checkpoint", "last"]) == 0
+    assert not killed.exists()
     assert not (run / "inference" / "stale.txt").exists() and _report(run / "inference")["checkpoint"] == "last"
     other = tmp_path / "documents"
     other.mkdir()

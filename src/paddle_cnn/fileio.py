@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -82,7 +83,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TEMP_MARK}{os.getpid()}")
+    tmp = temp_sibling(path)
     try:
         write(str(tmp))
         with open(tmp, "rb+") as f:
@@ -109,6 +110,32 @@ def remove_temp_files(folder: str | Path) -> list[Path]:
     for p in stale:
         p.unlink()
     return stale
+
+
+def temp_sibling(target: Path) -> Path:
+    """The temporary sibling this process builds `target` in before renaming it into place.
+
+    Args:
+        target: the file or folder to be written.
+    Returns:
+        target's folder / .<name>.tmp-<pid>; temporary folders of killed processes are removed first.
+    """
+    for old in target.parent.glob(f".{target.name}{TEMP_MARK}*"):
+        pid = old.name.rsplit(TEMP_MARK, 1)[1]
+        # Only a dead writer's leftovers (kill -9): a live process may still be filling its own.
+        if pid.isdigit() and old.is_dir() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    return target.with_name(f".{target.name}{TEMP_MARK}{os.getpid()}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_text(path: str | Path, text: str) -> None:
