@@ -82,3 +82,13 @@ def test_a_failing_build_is_reported_with_its_log_not_raised(monkeypatch, tmp_pa
     assert "build failed" in reason and "build.log" in reason
     log = next((tmp_path / "cache").glob("onednn_conv-*/build.log"))
     assert "deliberately broken" in log.read_text()
+
+
+def test_an_unwritable_cache_is_named_not_a_missing_log(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should go")
+    monkeypatch.setattr(onednn_conv, "_state", {})
+    monkeypatch.setenv("PADDLE_CNN_CACHE", str(blocker))
+    assert onednn_conv.load() is None
+    reason = onednn_conv.unavailable_reason()
+    assert "PADDLE_CNN_CACHE" in reason and str(blocker) in reason and "build.log" not in reason

@@ -94,7 +94,10 @@ def load():
     try:
         _state["module"] = _build(build_dir)
     except Exception as exc:  # no compiler, a failed build: fall back, and say where the log is
-        _state["reason"] = f"the build failed ({type(exc).__name__}); compiler output in {build_dir / 'build.log'}"
+        log = build_dir / "build.log"
+        where = (f"compiler output in {log}" if log.exists() else
+                 f"{exc}; set PADDLE_CNN_CACHE to a writable folder" if isinstance(exc, OSError) else str(exc))
+        _state["reason"] = f"the build failed ({type(exc).__name__}); {where}"
         return None
     return _state["module"]
 
