@@ -243,3 +243,30 @@ def test_bench_conv_and_ops_cannot_be_combined(capsys):
         main(["bench", "--ops", "--conv"])
     assert exit_info.value.code == 2
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kernel,stride,pad,ceil", [(2, 2, 0, False), (3, 2, 1, False), (3, 2, 0, True)],
+                         ids=["lenet-2x2", "resnet-stem-3x3", "ceil"])
+def test_indexed_max_pool_equals_paddle_max_pool_bit_for_bit(kernel, stride, pad, ceil):
+    # Rounded values and ReLU zeros make ties in most windows: both kernels must pick the same element.
+    x = np.maximum(np.round(np.random.default_rng(0).standard_normal((4, 3, 15, 15)), 0), 0).astype(np.float32)
+    upstream = np.random.default_rng(1).standard_normal((4, 3, 15, 15)).astype(np.float32)
+    results = []
+    for fast in (False, True):
+        pool = paddle.nn.MaxPool2D(kernel, stride, pad, ceil_mode=ceil)
+        if fast:
+            fast_conv.enable(pool)
+            assert type(pool) is fast_conv.FastMaxPool2D
+        xt = paddle.to_tensor(x, stop_gradient=False)
+        y = pool(xt)
+        (y * paddle.to_tensor(upstream[..., :y.shape[2], :y.shape[3]])).sum().backward()
+        results.append((y.numpy(), xt.grad.numpy()))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("pool", [paddle.nn.MaxPool2D(2, data_format="NHWC"), paddle.nn.MaxPool2D(2, padding="SAME"),
+                                  paddle.nn.MaxPool2D(2, return_mask=True)], ids=["nhwc", "same", "mask"])
+def test_max_pools_it_cannot_compute_are_left_alone(pool):
+    fast_conv.enable(pool)
+    assert type(pool) is paddle.nn.MaxPool2D

@@ -22,7 +22,7 @@ import paddle
 import paddle.nn.functional as F
 
 from . import onednn_conv
-from .compat import ConvGeometry, conv_flops_counter, conv_geometry, in_sot_tracing
+from .compat import ConvGeometry, conv_flops_counter, conv_geometry, count_zero_ops, in_sot_tracing
 from .runtime import DECISIONS, cpu_vendor
 
 # Where the batch-GEMM path wins, measured per layer by `paddle-cnn bench --conv` (forward +
@@ -169,8 +169,31 @@ class FastConv2D(paddle.nn.Conv2D):
         return fast_conv_forward(self, x)
 
 
-# paddle.flops looks up its counting hook by exact layer type: count FastConv2D as the conv it is.
-FLOPS_CUSTOM_OPS = {FastConv2D: conv_flops_counter()}
+class FastMaxPool2D(paddle.nn.MaxPool2D):
+    """paddle.nn.MaxPool2D whose CPU forward keeps the argmax indices (`return_mask=True`).
+
+    Paddle 3.3.1's plain max-pool backward re-scans every window to find the maximum again: 2.3 ms
+    fwd+bwd for LeNet's 128x6x28x28 pool on an AMD EPYC, against 0.7 ms for the indexed kernel,
+    whose backward is a scatter. Same values and the same gradient (both pick a window's first
+    maximum; tests/test_fast_conv.py compares them over the registry).
+    """
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if not paddle.in_dynamic_mode() or in_sot_tracing() or not x.place.is_cpu_place():
+            return paddle.nn.MaxPool2D.forward(self, x)
+        return F.max_pool2d(x, self.ksize, self.stride, self.padding, return_mask=True,
+                            ceil_mode=self.ceil_mode, data_format=self.data_format)[0]
+
+
+def _indexed_pool_fits(layer) -> bool:
+    """A MaxPool2D the indexed kernel computes identically: NCHW, numeric padding, no mask asked."""
+    return (type(layer) is paddle.nn.MaxPool2D and layer.data_format == "NCHW" and not layer.return_mask
+            and not isinstance(layer.padding, str))
+
+
+# paddle.flops looks up its counting hook by exact layer type: count FastConv2D as the conv it is
+# (max-pool has no counter in paddle.flops: zero, as for MaxPool2D itself).
+FLOPS_CUSTOM_OPS = {FastConv2D: conv_flops_counter(), FastMaxPool2D: count_zero_ops}
 
 
 def use_onednn(kernel: str) -> bool:
@@ -218,4 +241,6 @@ def enable(net, onednn: bool = False) -> int:
             layer.__dict__["_fast_conv_onednn"] = onednn
             layer.__class__ = FastConv2D
             switched += 1
+        elif _indexed_pool_fits(layer):
+            layer.__class__ = FastMaxPool2D  # no parameters: nothing else changes
     return switched
