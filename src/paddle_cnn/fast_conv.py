@@ -6,7 +6,8 @@ later stages on 32x32 inputs (4x4, 2x2 and 1x1 pixels) or LeNet's second and thi
 GEMMs are nearly matrix-vector products and run at a few GFLOP/s. Unfolding the whole batch into
 one [N * pixels, C*k*k] matrix turns them into one large GEMM. Separately, paddle adds a conv bias
 as a [1, C, 1, 1] tensor, which takes a slow generic broadcast path (forward and backward ~3x
-slower than the same add with a [C, 1, 1] bias).
+slower than the same add with a [C, 1, 1] bias). Max-pool layers run Paddle's indexed kernel, whose
+backward scatters to the kept argmax instead of scanning each window again (FastMaxPool2D).
 
 Both are exact reformulations: same parameters, same state_dict, same results to float rounding
 (tests/test_fast_conv.py compares outputs and all gradients with paddle's conv). While
