@@ -281,6 +281,7 @@ def export_run(run_dir: Path, output: Path | None = None, checkpoint: str = "bes
     cfg, eager = load_network(run_dir, checkpoint)
     data = with_recorded_root(cfg.data, runlog.recorded_data_root(run_dir))
     images, labels, same_preprocessing = parity_batch(cfg, data)
+    fileio.remove_dead_temp_dirs(target)
     tmp = fileio.temp_sibling(target)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -118,14 +118,21 @@ def temp_sibling(target: Path) -> Path:
     Args:
         target: the file or folder to be written.
     Returns:
-        target's folder / .<name>.tmp-<pid>; temporary folders of killed processes are removed first.
+        target's folder / .<name>.tmp-<pid>.
+    """
+    return target.with_name(f".{target.name}{TEMP_MARK}{os.getpid()}")
+
+
+def remove_dead_temp_dirs(target: Path) -> None:
+    """Delete the temporary folders of `target` whose writer has died (an export killed with -9).
+
+    Args:
+        target: the folder about to be written; a live process's own temporary folder is kept.
     """
     for old in target.parent.glob(f".{target.name}{TEMP_MARK}*"):
         pid = old.name.rsplit(TEMP_MARK, 1)[1]
-        # Only a dead writer's leftovers (kill -9): a live process may still be filling its own.
         if pid.isdigit() and old.is_dir() and not _alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
-    return target.with_name(f".{target.name}{TEMP_MARK}{os.getpid()}")
 
 
 def _alive(pid: int) -> bool:
