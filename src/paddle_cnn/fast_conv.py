@@ -141,6 +141,11 @@ def dnnl_conv(layer, x: paddle.Tensor) -> paddle.Tensor:
     return out if layer.bias is None else out + layer.bias.reshape([-1, 1, 1])
 
 
+def _eager_on_cpu(x: paddle.Tensor) -> bool:
+    """Whether x is an eager CPU tensor: graph capture (to_static) and GPUs take paddle's own forward."""
+    return paddle.in_dynamic_mode() and not in_sot_tracing() and x.place.is_cpu_place()
+
+
 def fast_conv_forward(layer, x: paddle.Tensor) -> paddle.Tensor:
     """Conv2D forward for CPU: gemm_conv for small outputs, paddle_conv otherwise.
 
@@ -150,7 +155,7 @@ def fast_conv_forward(layer, x: paddle.Tensor) -> paddle.Tensor:
     Returns:
         The same values layer's own forward returns.
     """
-    if not paddle.in_dynamic_mode() or in_sot_tracing() or not x.place.is_cpu_place():
+    if not _eager_on_cpu(x):
         return paddle.nn.Conv2D.forward(layer, x)  # graph capture (to_static), GPU: paddle's own
     if layer.__dict__.get("_fast_conv_onednn"):
         return dnnl_conv(layer, x)
@@ -180,7 +185,7 @@ class FastMaxPool2D(paddle.nn.MaxPool2D):
     """
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if not paddle.in_dynamic_mode() or in_sot_tracing() or not x.place.is_cpu_place():
+        if not _eager_on_cpu(x):
             return paddle.nn.MaxPool2D.forward(self, x)
         return F.max_pool2d(x, self.ksize, self.stride, self.padding, return_mask=True,
                             ceil_mode=self.ceil_mode, data_format=self.data_format)[0]
