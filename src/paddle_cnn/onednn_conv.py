@@ -95,8 +95,12 @@ def load():
         _state["module"] = _build(build_dir)
     except Exception as exc:  # no compiler, a failed build: fall back, and say where the log is
         log = build_dir / "build.log"
-        where = (f"compiler output in {log}" if log.exists() else
-                 f"{exc}; set PADDLE_CNN_CACHE to a writable folder" if isinstance(exc, OSError) else str(exc))
+        if log.exists():
+            where = f"compiler output in {log}"
+        elif isinstance(exc, OSError):  # the cache folder itself could not be made
+            where = f"{exc}; set PADDLE_CNN_CACHE to a writable folder"
+        else:
+            where = str(exc)
         _state["reason"] = f"the build failed ({type(exc).__name__}); {where}"
         return None
     return _state["module"]
