@@ -531,6 +531,10 @@ def _drop_model_options(model: dict, keep: set) -> None:
         del model[key]
 
 
+# Both datasets (MNIST, CIFAR-10) have the ten labels 0..9.
+DATASET_CLASSES = 10
+
+
 def _check_semantics(cfg: Config, source: str) -> None:
     """Cross-field checks that one field's type cannot express."""
     d = cfg.data
@@ -545,11 +549,12 @@ def _check_semantics(cfg: Config, source: str) -> None:
         raise ConfigError(f"{source}: data.std values must be positive, got {d.std}.")
     if d.classes is not None:
         _check_classes(d.classes, cfg.model.num_classes, source)
-    elif cfg.model.num_classes < 10:
+    elif cfg.model.num_classes < DATASET_CLASSES:
         # Labels 0..9 would index past the model's outputs and fail deep inside the loss.
-        raise ConfigError(f"{source}: model.num_classes is {cfg.model.num_classes} but {d.name} has ten classes "
-                          f"(labels 0..9); set model.num_classes: 10, or pick {cfg.model.num_classes} of them "
-                          f"with data.classes (e.g. data.classes: {list(range(cfg.model.num_classes))}).")
+        k = cfg.model.num_classes
+        raise ConfigError(f"{source}: model.num_classes is {k} but {d.name} has ten classes (labels 0..9); set "
+                          f"model.num_classes: {DATASET_CLASSES}, or pick {k} of them with data.classes (e.g. "
+                          f"data.classes: {list(range(k))}).")
     if cfg.schedule.name == "plateau" and cfg.schedule.warmup_epochs:
         # A warm-up wrapper would step the plateau rule per batch without the dev metric.
         raise ConfigError(f"{source}: schedule.warmup_epochs = {cfg.schedule.warmup_epochs} cannot be combined with "
@@ -576,8 +581,7 @@ def _check_augment(aug: AugmentConfig, batch_size: int, source: str) -> None:
 
 def _check_classes(classes: list[int], num_classes: int, source: str) -> None:
     """data.classes must name distinct dataset labels, one per model output."""
-    # Both datasets (MNIST, CIFAR-10) have the ten labels 0..9.
-    if any(not 0 <= c <= 9 for c in classes) or len(set(classes)) != len(classes):
+    if any(not 0 <= c < DATASET_CLASSES for c in classes) or len(set(classes)) != len(classes):
         raise ConfigError(f"{source}: data.classes must list distinct labels from 0 to 9 (both datasets have "
                           f"ten classes), got {classes}; null keeps every class.")
     if len(classes) != num_classes:
