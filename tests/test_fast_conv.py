@@ -26,7 +26,9 @@ from numerics import (
 # (in, out, side, kernel, stride, padding, bias, path the layer takes): every GEMM case is a small
 # output (2x2, 1x1, 2x1, 6x8x8 = 384 values, 3x4x5); the paddle cases are 40x9x9 and 30x10x10, too
 # large, with and without a bias (the [C, 1, 1] add), and a 1x1 stride-1 conv at 4x4; non-square
-# kernels catch an h/w mix-up.
+# kernels catch an h/w mix-up. Several are global-window convs (every output window covers the whole
+# input: 2x2 k3 p1, 5x5 k5, 1x1 k3 p1, 2x2 k3 s2 p1, 2x2 k(3,5) p(1,2)), which the oneDNN operator runs
+# as one dense GEMM; their unused taps must get an exactly zero weight gradient, as paddle's do.
 CASES = [
     (3, 5, 2, 3, 1, 1, True, "gemm"),
     (4, 6, 3, 3, 2, 1, False, "gemm"),
@@ -40,6 +42,9 @@ CASES = [
     (6, 5, 2, 1, 1, 0, True, "gemm"),     # 1x1 kernel, 2x2 output
     (6, 5, 4, 1, 1, 0, True, "paddle"),   # 1x1 kernel at 4x4: no im2col to save
     (6, 5, 4, 1, 2, 0, False, "gemm"),    # strided 1x1 (a ResNet projection)
+    (4, 5, 1, 3, 1, 1, True, "gemm"),     # 1x1 map, 3x3 kernel: only the centre tap meets the input
+    (3, 4, 2, 3, 2, 1, False, "gemm"),    # 2x2 -> 1x1, stride 2 (ResNet18's step into layer4)
+    (3, 4, 2, (3, 5), 1, (1, 2), True, "gemm"),
 ]
 
 

@@ -129,7 +129,7 @@ def paddle_conv(layer, x: paddle.Tensor) -> paddle.Tensor:
 
 
 def dnnl_conv(layer, x: paddle.Tensor) -> paddle.Tensor:
-    """The conv through the compiled oneDNN operator (onednn_conv.load() must have succeeded), bias as [C, 1, 1].
+    """The conv and its bias through the compiled oneDNN operator (onednn_conv.load() must have succeeded).
 
     Args:
         layer: a supported Conv2D. x: input [N, C, H, W].
@@ -137,8 +137,7 @@ def dnnl_conv(layer, x: paddle.Tensor) -> paddle.Tensor:
         [N, C_out, out_h, out_w].
     """
     g = _geometry(layer)
-    out = onednn_conv.conv2d(x, layer.weight, g.stride, g.padding)
-    return out if layer.bias is None else out + layer.bias.reshape([-1, 1, 1])
+    return onednn_conv.conv2d(x, layer.weight, g.stride, g.padding, layer.bias)
 
 
 def _eager_on_cpu(x: paddle.Tensor) -> bool:

@@ -115,14 +115,17 @@ def unavailable_reason() -> str | None:
     return _state.get("reason")
 
 
-def conv2d(x, weight, stride: tuple[int, int], padding: tuple[int, int]):
+def conv2d(x, weight, stride: tuple[int, int], padding: tuple[int, int], bias=None):
     """The convolution through the oneDNN operator (load() must have returned a module).
 
     Args:
         x: float32 [N, C, H, W] on the CPU. weight: [O, C, KH, KW].
         stride, padding: (height, width), zero padding on both sides.
+        bias: [O] or None; added inside the kernel, its gradient summed by the weight-gradient kernel.
     Returns:
-        [N, O, out_h, out_w]; gradients flow to x (if it needs one) and weight.
+        [N, O, out_h, out_w]; gradients flow to x (if it needs one), weight and bias.
     """
-    return _state["module"].onednn_conv2d(x, weight, stride[0], stride[1], padding[0], padding[1],
-                                          not x.stop_gradient)
+    module, attrs = _state["module"], (stride[0], stride[1], padding[0], padding[1], not x.stop_gradient)
+    if bias is None:
+        return module.onednn_conv2d(x, weight, *attrs)
+    return module.onednn_conv2d_bias(x, weight, bias, *attrs)
