@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -80,7 +81,7 @@ def test_fresh_process_gets_all_cores():
 # setting the process ran with and whether paddle had been imported before setup().
 _REPORT_PROBE = """
 import json, os, runpy, sys
-sys.argv = ["paddle_cnn", "report", sys.argv[1]]
+sys.argv = ["paddle_cnn", "report", *sys.argv[1:]]
 try:
     runpy.run_module("paddle_cnn", run_name="__main__")
 finally:
@@ -98,6 +99,14 @@ def test_report_command_runs_with_all_cores(write_config):
     cores = len(os.sched_getaffinity(0))
     assert probe["omp"] == str(cores) and probe["threads"] == cores
     assert probe["paddle_already_imported"] is False
+    assert probe["malloc"].startswith("freed memory kept for reuse")  # the default
+
+
+def test_the_config_can_leave_malloc_alone(write_config):
+    proc = subprocess.run([sys.executable, "-c", _REPORT_PROBE, str(write_config()), "-o",
+                           "runtime.keep_freed_memory=false"], capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.split("PROBE", 1)[1])["malloc"].startswith("glibc default")
 
 
 def test_cli_output_is_free_of_paddles_thread_count_warning(tmp_path):
@@ -140,3 +149,33 @@ def test_children_that_tests_interrupt_get_ctrl_c_even_when_the_suite_ignores_it
             signal.signal(s, handler)
     assert inherited == 0, "a child of a process that ignores SIGINT should inherit the ignore"
     assert restored == 1
+
+
+# Allocates and frees a touched 200 MB block and prints the policy and the resident memory (MB)
+# before the block is freed and after.
+_MALLOC_PROBE = """
+import sys
+import numpy as np
+from paddle_cnn import runtime
+print(runtime.keep_freed_memory_policy(sys.argv[1] == "on"))
+def rss_mb():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+block = np.ones(50 * 2**20, dtype=np.float32)
+held = rss_mb()
+del block
+print(held, rss_mb())
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+@pytest.mark.parametrize("enabled", [True, False])
+def test_freed_large_blocks_stay_in_the_process_only_when_asked(enabled):
+    out = subprocess.run([sys.executable, "-c", _MALLOC_PROBE, "on" if enabled else "off"], capture_output=True,
+                         text=True, timeout=120, check=True).stdout.splitlines()
+    held, after = (float(v) for v in out[-1].split())
+    if enabled:
+        assert out[0].startswith("freed memory kept for reuse")
+        assert after > held - 20  # the 200 MB stay resident, ready for the next tensor
+    else:
+        assert out[0].startswith("glibc default")
+        assert after < held - 150  # returned to the OS: the next large tensor faults fresh pages

@@ -187,7 +187,7 @@ def _load(config: str, overrides: list[str]):
     from .config import load_config
 
     cfg = load_config(config, overrides)
-    runtime.setup(cfg.runtime.threads)
+    runtime.setup(cfg.runtime.threads, keep_freed_memory=cfg.runtime.keep_freed_memory)
     return cfg
 
 
@@ -273,7 +273,7 @@ def cmd_train(args) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         cfg = _resume_config(run_dir, args.override)
-        runtime.setup(cfg.runtime.threads)
+        runtime.setup(cfg.runtime.threads, keep_freed_memory=cfg.runtime.keep_freed_memory)
     else:
         cfg = _load(args.config, args.override)
         _check_model(cfg)
@@ -347,7 +347,7 @@ def cmd_compare(args) -> int:
     from .compare import load_comparison
 
     comparison = load_comparison(args.config, args.override)
-    runtime.setup(comparison.base.runtime.threads)
+    runtime.setup(comparison.base.runtime.threads, keep_freed_memory=comparison.base.runtime.keep_freed_memory)
     comparison.check_models()  # before the comparison directory is made
     from .compare import run_comparison
 

@@ -4,10 +4,15 @@ Paddle reads OMP_NUM_THREADS when its libraries load (and sets it to 1 if unset,
 other core), and the MKL it bundles picks its code path from MKL_DEBUG_CPU_TYPE at load time
 (a slow generic path on AMD CPUs unless it is 5). So both are decided here, from the machine,
 before the first `import paddle`; whatever the user set explicitly wins.
+
+One more process-wide setting: glibc's malloc hands large blocks back to the OS when they are freed,
+so every large tensor of the next step page-faults fresh, zeroed memory (9.4 MB weight gradients,
+33 MB CIFAR-stem activations); keep_freed_memory makes it keep them for reuse instead.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import platform
 import subprocess
@@ -83,12 +88,13 @@ def local_world_size(environ: dict | None = None) -> int:
     return int(env.get("PADDLE_LOCAL_SIZE") or world_size(env))
 
 
-def setup(threads: int | None = None, environ: dict | None = None) -> dict:
-    """Choose thread count and MKL code path; must run before paddle is imported.
+def setup(threads: int | None = None, environ: dict | None = None, keep_freed_memory: bool = True) -> dict:
+    """Choose thread count, MKL code path and malloc policy; must run before paddle is imported.
 
     Args:
         threads: threads asked for by the config (None: the environment, else all cores).
-        environ: environment to modify (default os.environ; tests pass a dict).
+        environ: environment to modify (default os.environ; tests pass a dict and the process is left alone).
+        keep_freed_memory: the config's runtime.keep_freed_memory (see keep_freed_memory()).
     Returns:
         The decisions made, also kept in DECISIONS for env.json.
     """
@@ -121,10 +127,37 @@ def setup(threads: int | None = None, environ: dict | None = None) -> dict:
     decisions["cpu_vendor"] = vendor
     decisions["cores"] = available_cores()
     if environ is None:
+        decisions["malloc"] = keep_freed_memory_policy(keep_freed_memory)
         DECISIONS.clear()
         DECISIONS.update(decisions)
         _import_paddle_quietly()
     return decisions
+
+
+# mallopt parameters (glibc malloc.h).
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+TRIM_THRESHOLD_BYTES = 1 << 30
+
+
+def keep_freed_memory_policy(enabled: bool) -> str:
+    """Make glibc malloc keep freed memory for reuse: no mmap per large block, no trimming below 1 GiB.
+
+    Measured on an AMD EPYC (Zen 4, 2 cores): CIFAR-stem ResNet18 training step 2.77 -> 2.24 s,
+    peak RSS 1.29 -> 1.62 GB; ResNet18 at 32x32 unchanged in memory (docs/speed.md).
+
+    Args:
+        enabled: runtime.keep_freed_memory.
+    Returns:
+        What was done, for env.json.
+    """
+    if not enabled:
+        return "glibc default (runtime.keep_freed_memory false)"
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return f"left alone (not glibc: {platform.system()} {platform.libc_ver()[0] or 'unknown libc'})"
+    libc = ctypes.CDLL("libc.so.6")
+    if not (libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)):
+        return "glibc default (mallopt refused)"
+    return "freed memory kept for reuse (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=1 GiB)"
 
 
 def _import_paddle_quietly() -> None:
