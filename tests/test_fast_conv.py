@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import paddle
@@ -87,6 +90,39 @@ def test_fast_conv_matches_paddle_conv_forward_and_backward(c_in, c_out, side, k
     n = conv_reduction_length(3, c_in, c_out, kernel, out_hw)
     for e, g, m, name in zip(expected, got, bounds, ["output", "input grad", "weight grad", "bias grad"]):
         assert_within_rounding(g, e, m, n, name)
+
+
+# Runs each CASES conv through the oneDNN operator with ONEDNN_VERBOSE on and prints, per case, whether
+# fast_conv.global_window says dense and whether oneDNN ran a convolution primitive or only a GEMM.
+_VERBOSE_PROBE = """
+import json, sys
+from paddle_cnn import runtime
+runtime.setup()
+import paddle
+from paddle_cnn import fast_conv, onednn_conv
+assert onednn_conv.load() is not None
+for c_in, c_out, side, k, stride, pad, bias, _ in json.loads(sys.argv[1]):
+    layer = paddle.nn.Conv2D(c_in, c_out, k, stride=stride, padding=pad)
+    fast_conv.enable(layer, onednn=True)
+    x = paddle.randn([2, c_in, side, side])
+    print("CASE", fast_conv.global_window(layer, x.shape), flush=True)
+    layer(x)
+    print("END", flush=True)
+"""
+
+
+@pytest.mark.parametrize("kernel", [k for k in _kernels() if k != "gemm"])
+def test_global_window_names_exactly_the_convs_the_operator_runs_as_one_gemm(kernel):
+    env = dict(os.environ, ONEDNN_VERBOSE="1")
+    out = subprocess.run([sys.executable, "-c", _VERBOSE_PROBE, json.dumps(CASES)], capture_output=True, text=True,
+                         timeout=300, env=env, check=True).stdout
+    cases = out.split("CASE ")[1:]
+    assert len(cases) == len(CASES)
+    assert sum(case.startswith("True") for case in cases) == 5  # the five global-window cases above
+    for case, spec in zip(cases, CASES):
+        dense, ran = case.startswith("True"), case.split("END")[0]
+        assert (",convolution," not in ran) is dense, (spec, ran[-500:])
+        assert (",gemm_api," in ran) is dense, spec
 
 
 @pytest.mark.parametrize("c_out,h,w,expected", [
@@ -232,8 +268,11 @@ def test_bench_conv_times_both_paths_for_every_layer_and_names_the_chosen_one(tm
     assert len(rows) >= 10 and result["batch"] == 2 and result["omp_num_threads"] >= 1
     assert {row["gemm_path"] for row in rows} == {"gemm", "paddle"}
     assert all(row["paddle_ms"] > 0 and row["gemm_ms"] > 0 for row in rows)
-    default = "onednn" if fast_conv.use_onednn("auto") else None
-    assert all(row["fast_conv_path"] == (default or row["gemm_path"]) for row in rows)
+    dense = {"resnet18 2x2", "resnet18 1x1", "lenet conv5"}  # global-window layers: one dense GEMM
+    if fast_conv.use_onednn("auto"):
+        assert all(row["fast_conv_path"] == ("onednn dense" if row["layer"] in dense else "onednn") for row in rows)
+    else:
+        assert all(row["fast_conv_path"] == row["gemm_path"] for row in rows)
     assert all((row["onednn_ms"] or 0) > 0 for row in rows) is (onednn_conv.load() is not None)
     paths = {row["layer"]: row["gemm_path"] for row in rows}
     assert paths["resnet18 1x1"] == paths["lenet conv3"] == "gemm"

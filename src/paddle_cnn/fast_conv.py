@@ -96,6 +96,22 @@ def output_size(layer, x_shape) -> tuple[int, int]:
     return (x_shape[2] + 2 * ph - kh) // sh + 1, (x_shape[3] + 2 * pw - kw) // sw + 1
 
 
+def global_window(layer, x_shape) -> bool:
+    """Whether every output window of a supported Conv2D covers the whole input (the same rule as csrc's).
+
+    The oneDNN operator then runs the conv as one dense GEMM, without multiplying padding taps.
+
+    Args:
+        layer: the Conv2D. x_shape: [N, C, H, W].
+    Returns:
+        True where output 0's window reaches the last input row and column and the last output's
+        window starts at or before the first.
+    """
+    (kh, kw), (sh, sw), (ph, pw), *_ = _geometry(layer)
+    oh, ow = output_size(layer, x_shape)
+    return x_shape[2] <= kh - ph and (oh - 1) * sh <= ph and x_shape[3] <= kw - pw and (ow - 1) * sw <= pw
+
+
 def gemm_conv(layer, x: paddle.Tensor) -> paddle.Tensor:
     """The conv as one GEMM over the whole batch: unfold, [N * pixels, C*k*k] x [C*k*k, C_out].
 

@@ -157,7 +157,8 @@ def run_conv_bench(repeats: int = 5, batch: int = 128) -> list[dict]:
     Returns:
         One dict per case: layer, shape, paddle_ms, gemm_ms, ratio (gemm / paddle), onednn_ms
         (None without the operator), gemm_path (what conv_kernel gemm takes: gemm or paddle) and
-        fast_conv_path (what train's default takes: onednn or gemm_path).
+        fast_conv_path (what train's default takes: onednn, "onednn dense" for a global-window conv, or
+        gemm_path).
     """
     if repeats < 1 or batch < 1:
         raise ValueError(f"repeats and batch must be at least 1, got repeats={repeats}, batch={batch}.")
@@ -175,10 +176,11 @@ def run_conv_bench(repeats: int = 5, batch: int = 128) -> list[dict]:
         gemm_ms = _train_ms(fast_conv.gemm_conv, layer, x, upstream, repeats)
         onednn_ms = _train_ms(fast_conv.dnnl_conv, layer, x, upstream, repeats) if with_onednn else None
         gemm_path = "gemm" if fast_conv.takes_gemm(layer, x.shape) else "paddle"
+        onednn_path = "onednn dense" if fast_conv.global_window(layer, x.shape) else "onednn"
         rows.append({"layer": label, "shape": f"{c_in}x{side}x{side} -> {c_out}x{out_h}x{out_w}, k{k} s{s}",
                      "paddle_ms": paddle_ms, "gemm_ms": gemm_ms, "ratio": gemm_ms / paddle_ms,
                      "onednn_ms": onednn_ms, "gemm_path": gemm_path,
-                     "fast_conv_path": "onednn" if use_onednn else gemm_path})
+                     "fast_conv_path": onednn_path if use_onednn else gemm_path})
     return rows
 
 
