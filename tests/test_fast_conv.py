@@ -314,3 +314,36 @@ def test_indexed_max_pool_equals_paddle_max_pool_bit_for_bit(kernel, stride, pad
 def test_max_pools_it_cannot_compute_are_left_alone(pool):
     fast_conv.enable(pool)
     assert type(pool) is paddle.nn.MaxPool2D
+
+
+def _batch_norm_run(layer, x_np, upstream):
+    """Two training steps' outputs and gradients, the running statistics after them, and an eval output."""
+    results = []
+    for _ in range(2):
+        layer.train()
+        x = paddle.to_tensor(x_np, stop_gradient=False)
+        out = layer(x)
+        (out * paddle.to_tensor(upstream)).sum().backward()
+        results += [out.numpy(), x.grad.numpy(), layer.weight.grad.numpy(), layer.bias.grad.numpy()]
+        layer.clear_gradients()
+    layer.eval()
+    return results + [layer._mean.numpy(), layer._variance.numpy(), layer(paddle.to_tensor(x_np)).numpy()]
+
+
+@pytest.mark.parametrize("side", [1, 3], ids=["1x1 map: NC kernel", "3x3 map: paddle's own"])
+def test_batch_norm_on_1x1_maps_keeps_statistics_running_averages_and_gradients(side):
+    paddle.seed(0)
+    reference = paddle.nn.BatchNorm2D(6, momentum=0.8)
+    fast = paddle.nn.BatchNorm2D(6, momentum=0.8)
+    fast.set_state_dict(reference.state_dict())
+    fast_conv.enable(fast)
+    assert type(fast) is fast_conv.FastBatchNorm2D
+    rng = np.random.default_rng(3)
+    x_np = (rng.standard_normal((16, 6, side, side)) * 3 + 1).astype(np.float32)
+    upstream = rng.standard_normal((16, 6, side, side)).astype(np.float32)
+    expected, got = _batch_norm_run(reference, x_np, upstream), _batch_norm_run(fast, x_np, upstream)
+    assert len(got) == len(expected) == 11
+    for e, g in zip(expected, got):
+        # 16 x side^2 values per channel: reductions this short round to a few float32 ulps.
+        np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6 * max(1.0, float(np.abs(e).max())))
+    assert not np.allclose(got[-3], 0)  # the running mean did move (the update path ran)
