@@ -347,3 +347,28 @@ def test_batch_norm_on_1x1_maps_keeps_statistics_running_averages_and_gradients(
         # 16 x side^2 values per channel: reductions this short round to a few float32 ulps.
         np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6 * max(1.0, float(np.abs(e).max())))
     assert not np.allclose(got[-3], 0)  # the running mean did move (the update path ran)
+
+
+@pytest.mark.parametrize("side", [1, 4])
+def test_global_average_pool_of_a_1x1_map_is_passed_through_bit_for_bit(side):
+    pool = paddle.nn.AdaptiveAvgPool2D(1)
+    fast = paddle.nn.AdaptiveAvgPool2D(1)
+    fast_conv.enable(fast)
+    assert type(fast) is fast_conv.FastGlobalAvgPool2D
+    x_np = np.random.default_rng(4).standard_normal((5, 7, side, side)).astype(np.float32)
+    upstream = paddle.to_tensor(np.random.default_rng(5).standard_normal((5, 7, 1, 1)).astype(np.float32))
+    results = []
+    for layer in (pool, fast):
+        x = paddle.to_tensor(x_np, stop_gradient=False)
+        out = layer(x)
+        (out * upstream).sum().backward()
+        assert out is not x
+        results.append((out.numpy(), x.grad.numpy()))
+    for e, g in zip(*results):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_pools_to_other_sizes_are_left_alone():
+    net = paddle.nn.Sequential(paddle.nn.AdaptiveAvgPool2D(2), paddle.nn.AdaptiveAvgPool2D(1, data_format="NHWC"))
+    fast_conv.enable(net)
+    assert [type(layer) for layer in net] == [paddle.nn.AdaptiveAvgPool2D] * 2
