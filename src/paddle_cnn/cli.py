@@ -183,11 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OS_ERROR
 
 
+def _setup_runtime(rt) -> None:
+    """runtime.setup with what a config's runtime section asks for (threads, malloc policy)."""
+    runtime.setup(rt.threads, keep_freed_memory=rt.keep_freed_memory)
+
+
 def _load(config: str, overrides: list[str]):
     from .config import load_config
 
     cfg = load_config(config, overrides)
-    runtime.setup(cfg.runtime.threads, keep_freed_memory=cfg.runtime.keep_freed_memory)
+    _setup_runtime(cfg.runtime)
     return cfg
 
 
@@ -273,7 +278,7 @@ def cmd_train(args) -> int:
     if args.resume:
         run_dir = Path(args.resume)
         cfg = _resume_config(run_dir, args.override)
-        runtime.setup(cfg.runtime.threads, keep_freed_memory=cfg.runtime.keep_freed_memory)
+        _setup_runtime(cfg.runtime)
     else:
         cfg = _load(args.config, args.override)
         _check_model(cfg)
@@ -347,7 +352,7 @@ def cmd_compare(args) -> int:
     from .compare import load_comparison
 
     comparison = load_comparison(args.config, args.override)
-    runtime.setup(comparison.base.runtime.threads, keep_freed_memory=comparison.base.runtime.keep_freed_memory)
+    _setup_runtime(comparison.base.runtime)
     comparison.check_models()  # before the comparison directory is made
     from .compare import run_comparison
 

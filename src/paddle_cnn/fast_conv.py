@@ -171,6 +171,11 @@ def _eager_on_cpu(x: paddle.Tensor) -> bool:
     return paddle.in_dynamic_mode() and not in_sot_tracing() and x.place.is_cpu_place()
 
 
+def _eager_one_pixel_maps(x: paddle.Tensor) -> bool:
+    """Whether x is an eager CPU [N, C, 1, 1] batch: FastBatchNorm2D and FastGlobalAvgPool2D shortcut those."""
+    return _eager_on_cpu(x) and x.ndim == 4 and x.shape[2] * x.shape[3] == 1
+
+
 def fast_conv_forward(layer, x: paddle.Tensor) -> paddle.Tensor:
     """Conv2D forward for CPU: gemm_conv for small outputs, paddle_conv otherwise.
 
@@ -228,7 +233,7 @@ class FastBatchNorm2D(paddle.nn.BatchNorm2D):
     """
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if not _eager_on_cpu(x) or x.ndim != 4 or x.shape[2] * x.shape[3] != 1:
+        if not _eager_one_pixel_maps(x):
             return paddle.nn.BatchNorm2D.forward(self, x)
         n, c = x.shape[:2]
         out = F.batch_norm(x.reshape([n, c]), self._mean, self._variance, weight=self.weight, bias=self.bias,
@@ -246,7 +251,7 @@ class FastGlobalAvgPool2D(paddle.nn.AdaptiveAvgPool2D):
     """
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if not _eager_on_cpu(x) or x.ndim != 4 or x.shape[2] * x.shape[3] != 1:
+        if not _eager_one_pixel_maps(x):
             return paddle.nn.AdaptiveAvgPool2D.forward(self, x)
         return x.view(x.shape)  # a new tensor sharing x's memory (reshape to the same shape returns x itself)
 

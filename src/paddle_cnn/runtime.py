@@ -94,7 +94,7 @@ def setup(threads: int | None = None, environ: dict | None = None, keep_freed_me
     Args:
         threads: threads asked for by the config (None: the environment, else all cores).
         environ: environment to modify (default os.environ; tests pass a dict and the process is left alone).
-        keep_freed_memory: the config's runtime.keep_freed_memory (see keep_freed_memory()).
+        keep_freed_memory: the config's runtime.keep_freed_memory (see keep_freed_memory_policy()).
     Returns:
         The decisions made, also kept in DECISIONS for env.json.
     """
