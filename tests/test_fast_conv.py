@@ -372,3 +372,61 @@ def test_pools_to_other_sizes_are_left_alone():
     net = paddle.nn.Sequential(paddle.nn.AdaptiveAvgPool2D(2), paddle.nn.AdaptiveAvgPool2D(1, data_format="NHWC"))
     fast_conv.enable(net)
     assert [type(layer) for layer in net] == [paddle.nn.AdaptiveAvgPool2D] * 2
+
+
+def _onednn_only():
+    reason = onednn_conv.unavailable_reason() if onednn_conv.load() is None else None
+    return pytest.mark.skipif(reason is not None, reason=str(reason))
+
+
+# LeNet's 2x2 pool; an odd side whose last row no window reaches (oneDNN gets a negative right padding);
+# padding with and without the padded cells in the divisor; non-square sizes; paddle's default stride.
+AVG_POOLS = [((4, 3, 10, 10), 2, 2, 0, True), ((4, 3, 5, 5), 2, 2, 0, True), ((2, 5, 7, 9), 3, 2, 1, True),
+             ((2, 5, 7, 9), 3, 2, 1, False), ((2, 4, 6, 6), (3, 2), (1, 2), (1, 0), True),
+             ((2, 2, 8, 8), 3, None, 1, False)]
+
+
+@_onednn_only()
+@pytest.mark.parametrize("shape,kernel,stride,pad,exclusive", AVG_POOLS)
+def test_onednn_average_pool_matches_paddle_forward_and_backward(shape, kernel, stride, pad, exclusive):
+    x_np = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    results = []
+    for onednn in (False, True):
+        pool = paddle.nn.AvgPool2D(kernel, stride, pad, exclusive=exclusive)
+        fast_conv.enable(pool, onednn=onednn)
+        assert (type(pool) is fast_conv.FastAvgPool2D) is onednn  # without the operator: paddle's own
+        x = paddle.to_tensor(x_np, stop_gradient=False)
+        out = pool(x)
+        upstream = np.random.default_rng(7).standard_normal(out.shape).astype(np.float32)  # the same for both
+        (out * paddle.to_tensor(upstream)).sum().backward()
+        results.append((out.numpy(), x.grad.numpy()))
+    for expected, got in zip(*results):
+        assert got.shape == expected.shape
+        # a mean of at most 9 values: the summation order differs, a few float32 ulps
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("pool", [paddle.nn.AvgPool2D(2, ceil_mode=True), paddle.nn.AvgPool2D(2, divisor_override=3),
+                                  paddle.nn.AvgPool2D(2, data_format="NHWC"), paddle.nn.AvgPool2D(2, padding="SAME"),
+                                  paddle.nn.AvgPool2D(2, padding=[0, 1, 0, 1]), paddle.nn.AvgPool2D(2, padding=2)],
+                         ids=["ceil", "divisor", "nhwc", "same", "asymmetric", "padding-over-kernel"])
+def test_average_pools_the_operator_cannot_compute_are_left_alone(pool):
+    fast_conv.enable(pool, onednn=True)
+    assert type(pool) is paddle.nn.AvgPool2D
+
+
+@_onednn_only()
+def test_a_float64_average_pool_takes_paddles_kernel():
+    pool = paddle.nn.AvgPool2D(2)
+    fast_conv.enable(pool, onednn=True)
+    x = paddle.to_tensor(np.arange(32, dtype=np.float64).reshape(1, 2, 4, 4))
+    np.testing.assert_array_equal(pool(x).numpy(), paddle.nn.functional.avg_pool2d(x, 2).numpy())
+
+
+@_onednn_only()
+def test_lenet_with_the_onednn_pool_keeps_its_macs():
+    plain, fast = build_model("lenet"), build_model("lenet")
+    fast_conv.enable(fast, onednn=True)
+    assert any(type(layer) is fast_conv.FastAvgPool2D for layer in fast.sublayers())
+    # paddle.flops counts an average pool's additions: the report must find FastAvgPool2D's counter.
+    assert report.model_report(fast, (1, 28, 28))[1]["macs"] == report.model_report(plain, (1, 28, 28))[1]["macs"]

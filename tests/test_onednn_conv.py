@@ -75,7 +75,7 @@ def test_a_failing_build_is_reported_with_its_log_not_raised(monkeypatch, tmp_pa
     broken = tmp_path / "broken.cc"
     broken.write_text("#error deliberately broken\n")
     monkeypatch.setattr(onednn_conv, "_state", {})
-    monkeypatch.setattr(onednn_conv, "SOURCE", broken)
+    monkeypatch.setattr(onednn_conv, "SOURCES", (broken,))
     monkeypatch.setenv("PADDLE_CNN_CACHE", str(tmp_path / "cache"))
     assert onednn_conv.load() is None
     reason = onednn_conv.unavailable_reason()

@@ -14,8 +14,14 @@ import paddle
 # Imported here, not in the functions: SOT traces fast_conv's forward, and cannot trace an import.
 from paddle.base.dygraph.base import in_sot_simulation_mode
 
-# count_adap_avgpool, count_bn, count_zero_ops: for fast_conv's layer types.
-from paddle.hapi.dynamic_flops import count_adap_avgpool, count_bn, count_convNd, count_zero_ops  # noqa: F401
+# count_adap_avgpool, count_avgpool, count_bn, count_zero_ops: for fast_conv's layer types.
+from paddle.hapi.dynamic_flops import (  # noqa: F401
+    count_adap_avgpool,
+    count_avgpool,
+    count_bn,
+    count_convNd,
+    count_zero_ops,
+)
 
 
 def optimizer_of(model: paddle.Model):

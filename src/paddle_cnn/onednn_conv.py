@@ -1,4 +1,4 @@
-"""Conv2D through oneDNN for CPU training: a compiled Paddle custom operator (csrc/onednn_conv.cc).
+"""Conv2D (and AvgPool2D) through oneDNN for CPU training: compiled Paddle custom operators (csrc/).
 
 Paddle 3.3.1's eager CPU conv is im2col plus one GEMM per image; oneDNN's direct convolution
 (blocked layouts, kernels for the CPU's vector width) ran ResNet layers 3-5x faster forward plus
@@ -21,7 +21,8 @@ import sys
 from pathlib import Path
 
 CSRC = Path(__file__).parent / "csrc"
-SOURCE = CSRC / "onednn_conv.cc"
+# One extension module: the conv (with its dense-GEMM case) and the average pool, sharing onednn_common.h.
+SOURCES = (CSRC / "onednn_conv.cc", CSRC / "onednn_pool.cc")
 HEADERS = CSRC / "third_party"
 _state: dict = {}  # "module" once loaded, or "reason" once it failed: one attempt per process
 
@@ -36,7 +37,8 @@ def cache_dir() -> Path:
 
     # The install path too: the built library's rpath points into this Paddle's libs directory.
     build = f"{paddle.__version__} {paddle.__file__} {sys.version}"
-    key = hashlib.sha256(SOURCE.read_bytes() + build.encode()).hexdigest()[:16]
+    sources = b"".join(path.read_bytes() for path in (*SOURCES, CSRC / "onednn_common.h"))
+    key = hashlib.sha256(sources + build.encode()).hexdigest()[:16]
     root = Path(os.environ.get("PADDLE_CNN_CACHE") or Path.home() / ".cache" / "paddle_cnn")
     return root / f"onednn_conv-{key}"
 
@@ -73,7 +75,7 @@ def _build(build_dir: Path):
 
         fcntl.flock(lock, fcntl.LOCK_EX)
         return load_extension(
-            name="paddle_cnn_onednn_conv", sources=[str(SOURCE)], build_directory=str(build_dir),
+            name="paddle_cnn_onednn_conv", sources=[str(path) for path in SOURCES], build_directory=str(build_dir),
             extra_include_paths=[str(HEADERS)], extra_cxx_cflags=["-O2"],
             # Paddle's own oneDNN, found again at run time through the rpath: one oneDNN per process.
             extra_ldflags=[f"-L{libs}", "-l:libdnnl.so.3", f"-Wl,-rpath,{libs}"], verbose=False)
@@ -129,3 +131,16 @@ def conv2d(x, weight, stride: tuple[int, int], padding: tuple[int, int], bias=No
     if bias is None:
         return module.onednn_conv2d(x, weight, *attrs)
     return module.onednn_conv2d_bias(x, weight, bias, *attrs)
+
+
+def avg_pool2d(x, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int], exclusive: bool):
+    """Average pooling through the oneDNN operator (load() must have returned a module), floor mode.
+
+    Args:
+        x: float32 [N, C, H, W] on the CPU.
+        kernel, stride, padding: (height, width), zero padding on both sides.
+        exclusive: divide by the window's cells inside the input (paddle's default), else by the whole window.
+    Returns:
+        [N, C, out_h, out_w]; the gradient flows to x.
+    """
+    return _state["module"].onednn_avg_pool2d(x, *kernel, *stride, *padding, exclusive)

@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
+#include "onednn_common.h"
 #include "paddle/extension.h"
 
 using dnnl::memory;
@@ -25,11 +26,6 @@ using tag = memory::format_tag;
 using dt = memory::data_type;
 
 namespace {
-
-dnnl::engine& cpu_engine() {
-  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-  return eng;
-}
 
 // The dense-GEMM form of a global-window conv: tap[q * hw + r] is the kernel tap (ky * kw + kx) that
 // links output pixel q to input pixel r, and offset[q * hw + r] = q * c * hw + r is where that pair sits
