@@ -430,3 +430,23 @@ def test_lenet_with_the_onednn_pool_keeps_its_macs():
     assert any(type(layer) is fast_conv.FastAvgPool2D for layer in fast.sublayers())
     # paddle.flops counts an average pool's additions: the report must find FastAvgPool2D's counter.
     assert report.model_report(fast, (1, 28, 28))[1]["macs"] == report.model_report(plain, (1, 28, 28))[1]["macs"]
+
+
+@pytest.mark.parametrize("fill", [np.nan, -np.inf], ids=["nan", "-inf"])
+def test_max_pool_of_non_finite_windows_is_paddles_own(fill):
+    """The indexed kernel would give -FLT_MAX for NaN and corrupt the heap in its backward (index -1)."""
+    x_np = np.random.default_rng(8).standard_normal((2, 3, 8, 8)).astype(np.float32)
+    x_np[0, 1, :4, :4] = fill
+    results = []
+    for fast in (False, True):
+        pool = paddle.nn.MaxPool2D(2, 2)
+        if fast:
+            fast_conv.enable(pool)
+            assert type(pool) is fast_conv.FastMaxPool2D
+        x = paddle.to_tensor(x_np, stop_gradient=False)
+        y = pool(x)
+        y.sum().backward()
+        results.append((y.numpy(), x.grad.numpy()))
+    for expected, got in zip(*results):
+        np.testing.assert_array_equal(got, expected)
+    assert np.isnan(results[1][0][0, 1, 0, 0]) == np.isnan(fill)

@@ -207,6 +207,9 @@ class FastConv2D(paddle.nn.Conv2D):
         return fast_conv_forward(self, x)
 
 
+_LOWEST_FLOAT32 = -3.4028234663852886e38  # -FLT_MAX
+
+
 class FastMaxPool2D(paddle.nn.MaxPool2D):
     """paddle.nn.MaxPool2D whose CPU forward keeps the argmax indices (`return_mask=True`).
 
@@ -217,7 +220,9 @@ class FastMaxPool2D(paddle.nn.MaxPool2D):
     """
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if not _eager_on_cpu(x):
+        # The indexed kernel maps a NaN window to -FLT_MAX, and its backward writes at index -1 (heap
+        # corruption) for a window with nothing above -FLT_MAX: such inputs take paddle's own pool.
+        if not _eager_on_cpu(x) or not bool(paddle.all(x > _LOWEST_FLOAT32)):
             return paddle.nn.MaxPool2D.forward(self, x)
         return F.max_pool2d(x, self.ksize, self.stride, self.padding, return_mask=True,
                             ceil_mode=self.ceil_mode, data_format=self.data_format)[0]
