@@ -37,6 +37,7 @@ from .compat import (
     in_sot_tracing,
 )
 from .runtime import DECISIONS, cpu_vendor
+from .scratch_ops import as_pair
 
 # Where the batch-GEMM path wins, measured per layer by `paddle-cnn bench --conv` (forward +
 # backward, batch 128, 2 threads; the table is in the README): at every output of 16 pixels or
@@ -274,14 +275,9 @@ class FastAvgPool2D(paddle.nn.AvgPool2D):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         if not _eager_on_cpu(x) or x.dtype != paddle.float32:
             return paddle.nn.AvgPool2D.forward(self, x)
-        kernel = _pair(self.ksize)
-        stride = kernel if self.stride is None else _pair(self.stride)  # paddle's default stride is the kernel
-        return onednn_conv.avg_pool2d(x, kernel, stride, _pair(self.padding), self.exclusive)
-
-
-def _pair(value) -> tuple[int, int]:
-    """A pooling size given as an int or an (h, w) pair, as (h, w)."""
-    return (value, value) if isinstance(value, int) else tuple(value)
+        kernel = as_pair(self.ksize)
+        stride = kernel if self.stride is None else as_pair(self.stride)  # paddle's default stride is the kernel
+        return onednn_conv.avg_pool2d(x, kernel, stride, as_pair(self.padding), self.exclusive)
 
 
 def _is_pair(value) -> bool:
@@ -295,7 +291,7 @@ def _avg_pool_fits(layer) -> bool:
             and layer.divisor is None and _is_pair(layer.ksize) and _is_pair(layer.padding)
             and (layer.stride is None or _is_pair(layer.stride))):
         return False
-    return all(p < k for p, k in zip(_pair(layer.padding), _pair(layer.ksize)))
+    return all(p < k for p, k in zip(as_pair(layer.padding), as_pair(layer.ksize)))
 
 
 def _global_pool_fits(layer) -> bool:

@@ -76,8 +76,8 @@ def _check_positive(**values: int) -> None:
             raise ValueError(f"{name} must be a positive integer, got {value!r}.")
 
 
-def _as_pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """Read an input size given as one side or as (height, width).
+def as_pair(size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """Read a size (an image, a pooling window) given as one side or as (height, width).
 
     Args:
         size: int or a pair.
@@ -178,7 +178,7 @@ class _Windowed(nn.Layer):
         self.kernel_size, self.stride, self.padding = int(kernel_size), int(stride), int(padding)
         self._layout = _Layout(spatial_first=self.stride == 1)
         if input_size is not None:
-            self.output_hw(*_as_pair(input_size))
+            self.output_hw(*as_pair(input_size))
 
     def output_hw(self, height: int, width: int) -> tuple[int, int]:
         """Output (height, width) for an input of the given size.
